@@ -1,0 +1,43 @@
+# runh's build, tests, demo and benchmarks. `make demo` and `make test` are
+# the two commands of the README: both install what they need first.
+
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+export PATH := $(dir $(GO)):$(PATH)
+VERSION ?= 0.1.0
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+TAGS := seccomp netgo osusergo
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -extldflags -static
+GOFILES := $(shell find . -name '*.go' -not -path './integration/*' -not -path './build/*') go.mod go.sum
+
+.PHONY: all deps test unit integration lint demo clean
+all: bin/runh
+
+deps:
+	@scripts/deps.sh
+	@$(GO) mod download
+
+# One static binary: it is also copied into the VM's initrd as /init.
+bin/runh: $(GOFILES)
+	@mkdir -p bin
+	CGO_ENABLED=1 $(GO) build -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $@ .
+	@ln -sf runh bin/runh-vm
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet -tags "$(TAGS)" ./...
+
+unit:
+	$(GO) test -tags "$(TAGS)" -count=1 ./libruntime/... $(UNIT_PKGS)
+
+integration: bin/runh
+	$(GO) test -count=1 -timeout 20m ./integration/ $(if $(V),-v)
+
+test: deps lint unit integration conformance
+
+demo: deps bin/runh
+	@scripts/demo.sh
+
+clean:
+	rm -rf bin build
+
+-include mk/*.mk

@@ -1,0 +1,259 @@
+// Package linux is runh's process-isolation backend: containers made of
+// namespaces and cgroups by runc's libcontainer. The guest agent of the
+// hypervisor backend uses it too, so a container is built by the same code
+// in both modes.
+package linux
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"github.com/opencontainers/runc/types"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/runh-project/runh/libruntime"
+)
+
+// Backend builds containers with libcontainer. libcontainer keeps its own
+// state in a subdirectory of runh's state directory named by the ID.
+type Backend struct {
+	SystemdCgroup bool
+}
+
+var _ libruntime.Backend = (*Backend)(nil)
+
+// cwdMu serialises the chdir that spec conversion needs, for callers such
+// as the guest agent that create several containers at once.
+var cwdMu sync.Mutex
+
+// Create implements libruntime.Backend.
+func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, _ libruntime.Isolation, o *libruntime.CreateOpts) (libruntime.Process, error) {
+	cfg, err := b.config(h.ID, bundle, o)
+	if err != nil {
+		return nil, err
+	}
+	c, err := libcontainer.Create(h.Dir, h.ID, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := newProcess(bundle.Spec.Process)
+	if err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	p.Init = true
+	setIO(p, &o.Stdio, o.ConsoleSocket, o.ExtraFiles)
+	if o.Foreground {
+		if err := setSubreaper(); err != nil {
+			c.Destroy()
+			return nil, err
+		}
+	}
+	if err := c.Start(p); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	pid, err := p.Pid()
+	if err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	return &process{pid: pid}, nil
+}
+
+func (b *Backend) config(id string, bundle *libruntime.Bundle, o *libruntime.CreateOpts) (cfg *configs.Config, err error) {
+	cwdMu.Lock()
+	defer cwdMu.Unlock()
+	// specconv resolves the relative paths of a spec against the working
+	// directory, which must be the bundle.
+	old, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chdir(bundle.Dir); err != nil {
+		return nil, err
+	}
+	defer os.Chdir(old)
+	cfg, err = specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName:       id,
+		UseSystemdCgroup: b.SystemdCgroup,
+		NoPivotRoot:      o.NoPivot,
+		NoNewKeyring:     o.NoNewKeyring,
+		Spec:             bundle.Spec,
+		RootlessEUID:     os.Geteuid() != 0,
+		RootlessCgroups:  os.Geteuid() != 0,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Labels = append(cfg.Labels, "bundle="+bundle.Dir)
+	return cfg, nil
+}
+
+func (b *Backend) load(h *libruntime.Handle) (*libcontainer.Container, error) {
+	return libcontainer.Load(h.Dir, h.ID)
+}
+
+// Start implements libruntime.Backend.
+func (b *Backend) Start(h *libruntime.Handle) error {
+	c, err := b.load(h)
+	if err != nil {
+		return err
+	}
+	return c.Exec()
+}
+
+// Status implements libruntime.Backend.
+func (b *Backend) Status(h *libruntime.Handle) (libruntime.Status, int, error) {
+	c, err := b.load(h)
+	if err != nil {
+		if errors.Is(err, libcontainer.ErrNotExist) {
+			// create was interrupted before libcontainer saved anything.
+			return libruntime.Stopped, 0, nil
+		}
+		return "", 0, err
+	}
+	st, err := c.State()
+	if err != nil {
+		return "", 0, err
+	}
+	s, err := c.Status()
+	if err != nil {
+		return "", 0, err
+	}
+	switch s {
+	case libcontainer.Created:
+		return libruntime.Created, st.InitProcessPid, nil
+	case libcontainer.Running:
+		return libruntime.Running, st.InitProcessPid, nil
+	case libcontainer.Paused:
+		return libruntime.Paused, st.InitProcessPid, nil
+	}
+	return libruntime.Stopped, 0, nil
+}
+
+// Signal implements libruntime.Backend. With all, every process of the
+// container's cgroup gets the signal, not only init.
+func (b *Backend) Signal(h *libruntime.Handle, sig unix.Signal, all bool) error {
+	c, err := b.load(h)
+	if err != nil {
+		return err
+	}
+	if all {
+		pids, _ := c.Processes()
+		for _, pid := range pids {
+			unix.Kill(pid, sig)
+		}
+	}
+	if err := c.Signal(sig); err != nil {
+		if all && errors.Is(err, libcontainer.ErrNotRunning) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// Exec implements libruntime.Backend.
+func (b *Backend) Exec(h *libruntime.Handle, ps *specs.Process, o *libruntime.ExecOpts) (libruntime.Process, error) {
+	c, err := b.load(h)
+	if err != nil {
+		return nil, err
+	}
+	p, err := newProcess(ps)
+	if err != nil {
+		return nil, err
+	}
+	setIO(p, &o.Stdio, o.ConsoleSocket, o.ExtraFiles)
+	if !o.Detach {
+		if err := setSubreaper(); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.Run(p); err != nil {
+		return nil, err
+	}
+	pid, err := p.Pid()
+	if err != nil {
+		return nil, err
+	}
+	return &process{pid: pid}, nil
+}
+
+// Pause implements libruntime.Backend.
+func (b *Backend) Pause(h *libruntime.Handle) error {
+	c, err := b.load(h)
+	if err != nil {
+		return err
+	}
+	return c.Pause()
+}
+
+// Resume implements libruntime.Backend.
+func (b *Backend) Resume(h *libruntime.Handle) error {
+	c, err := b.load(h)
+	if err != nil {
+		return err
+	}
+	return c.Resume()
+}
+
+// Processes implements libruntime.Backend.
+func (b *Backend) Processes(h *libruntime.Handle) ([]int, error) {
+	c, err := b.load(h)
+	if err != nil {
+		return nil, err
+	}
+	return c.Processes()
+}
+
+// Stats implements libruntime.Backend.
+func (b *Backend) Stats(h *libruntime.Handle) (*types.Stats, error) {
+	c, err := b.load(h)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.Stats()
+	if err != nil {
+		return nil, err
+	}
+	return ConvertStats(s), nil
+}
+
+// Destroy implements libruntime.Backend. A container that still has
+// processes is killed and given a few seconds to die first.
+func (b *Backend) Destroy(h *libruntime.Handle) error {
+	c, err := b.load(h)
+	if err != nil {
+		if errors.Is(err, libcontainer.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	if s, _ := c.Status(); s != libcontainer.Stopped {
+		c.Signal(unix.SIGKILL)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if s, err := c.Status(); err != nil || s == libcontainer.Stopped {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("container %q did not die after SIGKILL", h.ID)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if err := c.Destroy(); err != nil {
+		logrus.Debugf("destroy %s: %v", h.ID, err)
+		return err
+	}
+	return nil
+}
