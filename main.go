@@ -64,12 +64,22 @@ func main() {
 			checkpointCommand, restoreCommand,
 		},
 		Before:                 setupLogging,
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if cmd.Args().Present() {
+				return fmt.Errorf("unknown command %q", cmd.Args().First())
+			}
+			return cli.ShowRootCommandHelp(cmd)
+		},
 		UseShortOptionHandling: true,
 		HideHelpCommand:        true,
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
 			return err
 		},
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+	}
+	// Usage errors are reported like any other error: one line, no help.
+	for _, c := range app.Commands {
+		c.OnUsageError = app.OnUsageError
 	}
 	cli.VersionPrinter = printVersion
 	if err := app.Run(context.Background(), os.Args); err != nil {

@@ -141,11 +141,11 @@ func jsonError(err error) string {
 		return fmt.Sprintf("field %s: cannot use a JSON %s as %s", te.Field, te.Value, te.Type)
 	}
 	var se *json.SyntaxError
+	if errors.As(err, &se) && se.Error() == "unexpected end of JSON input" {
+		return "truncated JSON"
+	}
 	if errors.As(err, &se) {
 		return fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, se)
-	}
-	if err.Error() == "unexpected end of JSON input" {
-		return "truncated JSON"
 	}
 	return err.Error()
 }

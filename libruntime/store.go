@@ -214,9 +214,27 @@ func (s *Store) List() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), ".new-") {
+			s.sweep(e.Name())
+			continue
+		}
 		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && ValidateID(e.Name()) == nil {
 			ids = append(ids, e.Name())
 		}
 	}
 	return ids, nil
+}
+
+// sweep removes a directory that a create left half-made when it was
+// killed before renaming it into place; a live create holds its lock.
+func (s *Store) sweep(name string) {
+	dir := filepath.Join(s.Root, name)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
+		os.RemoveAll(dir)
+	}
 }
