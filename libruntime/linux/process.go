@@ -148,4 +148,3 @@ func ExitStatus(ws unix.WaitStatus) int {
 	}
 	return ws.ExitStatus()
 }
-
