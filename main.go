@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -109,10 +110,15 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 var logFile *os.File
 
 func setupLogging(ctx context.Context, cmd *cli.Command) (context.Context, error) {
-	if cmd.Bool("debug") {
+	// Without --log, runh's stderr is often the container's stderr too
+	// (create hands its stdio down), so only --debug writes logs there.
+	switch {
+	case cmd.Bool("debug"):
 		logrus.SetLevel(logrus.DebugLevel)
-	} else {
+	case cmd.String("log") != "":
 		logrus.SetLevel(logrus.WarnLevel)
+	default:
+		logrus.SetOutput(io.Discard)
 	}
 	switch f := cmd.String("log-format"); f {
 	case "text":

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/runc/types"
@@ -137,9 +138,17 @@ func (r *Runtime) with(id string, exclusive bool, verb string, allowed []Status,
 		return fmt.Errorf("container %q: %w", id, err)
 	}
 	if allowed != nil && !hasStatus(allowed, st) {
-		return fmt.Errorf("cannot %s container %q: it is %s", verb, id, st)
+		return fmt.Errorf("cannot %s container %q: it is %s, not %s", verb, id, st, joinStatuses(allowed))
 	}
 	return fn(h, be, st)
+}
+
+func joinStatuses(list []Status) string {
+	s := make([]string, len(list))
+	for i, x := range list {
+		s[i] = string(x)
+	}
+	return strings.Join(s, " or ")
 }
 
 func hasStatus(list []Status, s Status) bool {
