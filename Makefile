@@ -32,7 +32,7 @@ unit:
 integration: bin/runh
 	$(GO) test -count=1 -timeout 20m ./integration/ $(if $(V),-v)
 
-test: deps lint unit integration conformance
+test: deps lint unit conformance-unit integration conformance
 
 demo: deps bin/runh
 	@scripts/demo.sh

@@ -6,15 +6,15 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 
-	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/cgroups/devices" // registers the device-rule manager
+	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -64,7 +64,7 @@ func main() {
 			updateCommand, eventsCommand, featuresCommand, specCommand,
 			checkpointCommand, restoreCommand,
 		},
-		Before:                 setupLogging,
+		Before: setupLogging,
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.Args().Present() {
 				return fmt.Errorf("unknown command %q", cmd.Args().First())

@@ -50,6 +50,10 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, _ libr
 		return nil, err
 	}
 	p.Init = true
+	if err := deferAddressSpaceLimit(h, p); err != nil {
+		c.Destroy()
+		return nil, err
+	}
 	setIO(p, &o.Stdio, o.ConsoleSocket, o.ExtraFiles)
 	if o.Foreground {
 		if err := setSubreaper(); err != nil {
@@ -82,6 +86,7 @@ func (b *Backend) config(id string, bundle *libruntime.Bundle, o *libruntime.Cre
 		return nil, err
 	}
 	defer os.Chdir(old)
+	adjustSpec(bundle.Spec)
 	cfg, err = specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName:       id,
 		UseSystemdCgroup: b.SystemdCgroup,
@@ -94,6 +99,7 @@ func (b *Backend) config(id string, bundle *libruntime.Bundle, o *libruntime.Cre
 	if err != nil {
 		return nil, err
 	}
+	adjustConfig(cfg)
 	cfg.Labels = append(cfg.Labels, "bundle="+bundle.Dir)
 	return cfg, nil
 }
@@ -106,6 +112,13 @@ func (b *Backend) load(h *libruntime.Handle) (*libcontainer.Container, error) {
 func (b *Backend) Start(h *libruntime.Handle) error {
 	c, err := b.load(h)
 	if err != nil {
+		return err
+	}
+	st, err := c.State()
+	if err != nil {
+		return err
+	}
+	if err := applyDeferredLimits(h, st.InitProcessPid); err != nil {
 		return err
 	}
 	return c.Exec()

@@ -1,0 +1,327 @@
+// Package vm is runh's hypervisor-isolation backend: each container runs in
+// its own utility VM, owned by a `runh shim` process that this backend
+// starts and then drives over the shim's control socket.
+package vm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/types"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/runh-project/runh/hvshim/proto"
+	"github.com/runh-project/runh/hvshim/shim"
+	"github.com/runh-project/runh/libruntime"
+)
+
+// pidFile records the shim's PID and start time in the state directory.
+const pidFile = "shim.pid"
+
+// callTimeout bounds a verb's request to the shim (and through it the
+// guest), so a VM that never answers cannot hang the verb.
+const callTimeout = 60 * time.Second
+
+// Backend implements libruntime.Backend for hypervisor isolation.
+type Backend struct {
+	// Exe is the runh binary that runs `runh shim`; /proc/self/exe if empty.
+	Exe string
+}
+
+var _ libruntime.Backend = (*Backend)(nil)
+
+func (b *Backend) exe() string {
+	if b.Exe != "" {
+		return b.Exe
+	}
+	return "/proc/self/exe"
+}
+
+// Create starts the shim, which boots the VM and creates the container in
+// it, and returns once the container is created or has failed.
+func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso libruntime.Isolation, o *libruntime.CreateOpts) (libruntime.Process, error) {
+	if len(o.ExtraFiles) > 0 {
+		return nil, errors.New("--preserve-fds is not supported with hypervisor isolation")
+	}
+	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: iso.VM, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug}
+	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.exe(), "shim", h.Dir)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	extra := []*os.File{nil}
+	if o.ConsoleSocket != nil {
+		extra = append(extra, o.ConsoleSocket)
+	}
+	// The shim gets its own session (it outlives create) and mount
+	// namespace (the share's bind mounts die with it, however it dies).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
+	p, ready, err := startHelper(cmd, extra, nil)
+	if err != nil {
+		return nil, err
+	}
+	st, _ := shim.StartTime(p.pid)
+	if err := h.WriteJSON(pidFile, shimPid{Pid: p.pid, StartTime: st}); err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		return nil, err
+	}
+	if ready.Times != nil {
+		h.WriteJSON("boot.json", ready.Times)
+	}
+	return p, nil
+}
+
+// startHelper starts a shim process with a sync pipe as fd 3 (extra[0]
+// is replaced by it) and waits for its report. input, if any, is written to
+// a pipe at fd shim.ProcFd.
+func startHelper(cmd *exec.Cmd, extra []*os.File, input []byte) (*process, *shim.Ready, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	extra[0] = w
+	var inW *os.File
+	if input != nil {
+		var inR *os.File
+		if inR, inW, err = os.Pipe(); err != nil {
+			w.Close()
+			return nil, nil, err
+		}
+		for len(extra) < shim.ProcFd-3 {
+			extra = append(extra, nil)
+		}
+		extra = append(extra, inR)
+		defer inR.Close()
+	}
+	cmd.ExtraFiles = extra
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		if inW != nil {
+			inW.Close()
+		}
+		return nil, nil, fmt.Errorf("start shim: %w", err)
+	}
+	if inW != nil {
+		go func() { inW.Write(input); inW.Close() }()
+	}
+	p := &process{pid: cmd.Process.Pid, cmd: cmd}
+	var ready shim.Ready
+	if err := json.NewDecoder(r).Decode(&ready); err != nil {
+		p.Wait()
+		return nil, nil, errors.New("shim exited before the container was created")
+	}
+	if ready.Error != "" {
+		p.Wait()
+		return nil, nil, errors.New(ready.Error)
+	}
+	return p, &ready, nil
+}
+
+type shimPid struct {
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"`
+}
+
+// shimAlive returns the live shim's PID, or 0.
+func shimAlive(h *libruntime.Handle) int {
+	var sp shimPid
+	b, err := os.ReadFile(filepath.Join(h.Dir, pidFile))
+	if err != nil || json.Unmarshal(b, &sp) != nil {
+		return 0
+	}
+	if !shim.Alive(sp.Pid, sp.StartTime) {
+		return 0
+	}
+	return sp.Pid
+}
+
+func call(h *libruntime.Handle, op string, req, resp any) error {
+	if shimAlive(h) == 0 {
+		return errors.New("container is not running (its VM has stopped)")
+	}
+	return shim.Call(h.Dir, op, req, resp, callTimeout)
+}
+
+// Start implements libruntime.Backend.
+func (b *Backend) Start(h *libruntime.Handle) error {
+	return call(h, proto.OpStart, proto.IDRequest{ID: h.ID}, nil)
+}
+
+// Status implements libruntime.Backend: a dead shim means a stopped
+// container; the PID is the shim's, the process supervisors wait on.
+func (b *Backend) Status(h *libruntime.Handle) (libruntime.Status, int, error) {
+	pid := shimAlive(h)
+	if pid == 0 {
+		return libruntime.Stopped, 0, nil
+	}
+	var st shim.StateReply
+	if err := shim.Call(h.Dir, shim.OpState, nil, &st, 10*time.Second); err != nil {
+		if shimAlive(h) == 0 {
+			return libruntime.Stopped, 0, nil
+		}
+		return "", 0, err
+	}
+	switch s := libruntime.Status(st.Status); s {
+	case libruntime.Created, libruntime.Running, libruntime.Paused, libruntime.Stopped:
+		return s, pid, nil
+	}
+	return "", 0, fmt.Errorf("shim reports unknown status %q", st.Status)
+}
+
+// Signal implements libruntime.Backend.
+func (b *Backend) Signal(h *libruntime.Handle, sig unix.Signal, all bool) error {
+	if shimAlive(h) == 0 {
+		if sig == unix.SIGKILL {
+			return nil // nothing left to kill
+		}
+		return errors.New("container is not running")
+	}
+	return shim.Call(h.Dir, proto.OpKill, proto.KillRequest{ID: h.ID, Signal: int(sig), All: all}, nil, callTimeout)
+}
+
+// Exec implements libruntime.Backend through a `runh shim exec` helper:
+// its PID stands for the process, and it exits with the process's status.
+func (b *Backend) Exec(h *libruntime.Handle, p *specs.Process, o *libruntime.ExecOpts) (libruntime.Process, error) {
+	if len(o.ExtraFiles) > 0 {
+		return nil, errors.New("--preserve-fds is not supported with hypervisor isolation")
+	}
+	if shimAlive(h) == 0 {
+		return nil, errors.New("container is not running")
+	}
+	proc, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.exe(), "shim", "exec", h.Dir)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	extra := []*os.File{nil}
+	if o.ConsoleSocket != nil {
+		extra = append(extra, o.ConsoleSocket)
+	}
+	if o.Detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	hp, _, err := startHelper(cmd, extra, proc)
+	if err != nil {
+		return nil, err
+	}
+	return hp, nil
+}
+
+// Pause implements libruntime.Backend.
+func (b *Backend) Pause(h *libruntime.Handle) error {
+	return call(h, proto.OpPause, proto.IDRequest{ID: h.ID}, nil)
+}
+
+// Resume implements libruntime.Backend.
+func (b *Backend) Resume(h *libruntime.Handle) error {
+	return call(h, proto.OpResume, proto.IDRequest{ID: h.ID}, nil)
+}
+
+// Processes implements libruntime.Backend. The PIDs are the guest's: the
+// container's processes have no host PIDs.
+func (b *Backend) Processes(h *libruntime.Handle) ([]int, error) {
+	var r proto.PsReply
+	err := call(h, proto.OpPs, proto.IDRequest{ID: h.ID}, &r)
+	return r.Pids, err
+}
+
+// Update implements libruntime.Backend.
+func (b *Backend) Update(h *libruntime.Handle, r *specs.LinuxResources) error {
+	return call(h, proto.OpUpdate, proto.UpdateRequest{ID: h.ID, Resources: r}, nil)
+}
+
+// Stats implements libruntime.Backend.
+func (b *Backend) Stats(h *libruntime.Handle) (*types.Stats, error) {
+	var r proto.StatsReply
+	if err := call(h, proto.OpStats, proto.IDRequest{ID: h.ID}, &r); err != nil {
+		return nil, err
+	}
+	return r.Stats, nil
+}
+
+// Destroy implements libruntime.Backend: the shim is told to stop (or
+// killed), which ends QEMU and, with the shim's mount namespace, the
+// share's mounts; then the shim's files go.
+func (b *Backend) Destroy(h *libruntime.Handle) error {
+	if pid := shimAlive(h); pid != 0 {
+		shim.Call(h.Dir, shim.OpShutdown, nil, nil, 5*time.Second)
+		deadline := time.Now().Add(10 * time.Second)
+		for shimAlive(h) != 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if shimAlive(h) != 0 {
+			unix.Kill(pid, unix.SIGKILL)
+			for i := 0; i < 250 && shimAlive(h) != 0; i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	killQEMU(filepath.Join(h.Dir, "vm"))
+	for _, n := range []string{shim.ShareName, "vm"} {
+		if err := os.RemoveAll(filepath.Join(h.Dir, n)); err != nil {
+			return err
+		}
+	}
+	for _, n := range []string{shim.SocketName, pidFile, shim.ConfigFile, shim.ExitFile, "boot.json"} {
+		os.Remove(filepath.Join(h.Dir, n))
+	}
+	return nil
+}
+
+// killQEMU ends a QEMU that outlived its shim, found by its pid file and
+// checked by its command line naming the VM's directory.
+func killQEMU(vmDir string) {
+	b, err := os.ReadFile(filepath.Join(vmDir, "qemu.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || !strings.Contains(string(cmdline), "qemu") {
+		return
+	}
+	if cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd"); err != nil || cwd != vmDir {
+		return
+	}
+	unix.Kill(pid, unix.SIGKILL)
+}
+
+// process is the shim (for create) or an exec helper, standing on the
+// host for a process in the guest.
+type process struct {
+	pid int
+	cmd *exec.Cmd
+}
+
+func (p *process) Pid() int { return p.pid }
+
+func (p *process) Signal(sig unix.Signal) error { return unix.Kill(p.pid, sig) }
+
+// Wait returns the helper's exit status, which is the guest process's.
+func (p *process) Wait() (int, error) {
+	err := p.cmd.Wait()
+	if p.cmd.ProcessState == nil {
+		return 0, err
+	}
+	ws := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ws.ExitStatus(), nil
+}
