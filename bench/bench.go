@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/runh-project/runh/integration"
+	"golang.org/x/sys/unix"
+)
+
+// bench holds one run: the contenders, the shared bundles and the report.
+type bench struct {
+	ctx   context.Context
+	c     *config
+	rep   *Report
+	dir   string     // temporary: rootfs, bundles, state roots, pid files
+	rts   []*runtime // process isolation: runh, runc, crun
+	vm    *runtime   // runh with --isolation hypervisor
+	nonce string     // keeps IDs (and so cgroup paths) unique across runs
+
+	trueBundle, sleepBundle string
+	workers                 []*worker
+	start                   time.Time
+}
+
+// Section names in the report.
+const (
+	process    = "process"
+	hypervisor = "hypervisor"
+)
+
+func newBench(ctx context.Context, c *config) (*bench, error) {
+	for _, p := range []string{c.Runh, c.Runc, c.Crun} {
+		if _, err := exec.LookPath(p); err != nil {
+			return nil, fmt.Errorf("runtime %s: %w", p, err)
+		}
+	}
+	dir, err := os.MkdirTemp(c.Workdir, "runh-bench-")
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{ctx: ctx, c: c, dir: dir, start: time.Now(),
+		nonce: strconv.FormatInt(time.Now().UnixNano()%(36*36*36*36), 36)}
+	b.rep = &Report{Date: time.Now().UTC().Format(time.RFC3339), Config: c, Env: environment(c)}
+	mk := func(name, path string, global ...string) *runtime {
+		return &runtime{Name: name, Path: path, Root: filepath.Join(dir, "root-"+name), Global: global, Timeout: time.Minute}
+	}
+	b.rts = []*runtime{mk("runh", c.Runh), mk("runc", c.Runc), mk("crun", c.Crun)}
+	b.vm = mk("runh-vm", c.Runh, "--isolation", "hypervisor")
+	b.vm.Timeout = 2 * time.Minute // TCG boots take seconds, more on a busy host
+	for _, r := range append(b.rts, b.vm) {
+		if err := os.MkdirAll(r.Root, 0o700); err != nil {
+			return b, err
+		}
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := integration.BuildRootfs(c.Mkrootfs, rootfs); err != nil {
+		return b, err
+	}
+	// One bundle per process, shared by every contender and both modes.
+	// crun 1.8.1 refuses spec versions newer than it knows; 1.0.2 is what
+	// all three accept and nothing in the bundle needs more.
+	oldest := func(s *specs.Spec) { s.Version = "1.0.2" }
+	b.trueBundle, b.sleepBundle = filepath.Join(dir, "bundle-true"), filepath.Join(dir, "bundle-sleep")
+	if err := integration.NewBundle(b.trueBundle, rootfs, "", oldest, "/bin/true"); err != nil {
+		return b, err
+	}
+	if err := integration.NewBundle(b.sleepBundle, rootfs, "", oldest, "/bin/sleep", "1000000"); err != nil {
+		return b, err
+	}
+	n := 1
+	for _, k := range c.TPConcurrency {
+		n = max(n, k)
+	}
+	for i := 0; i < max(n, c.VMMany); i++ {
+		w, err := newWorker(filepath.Join(dir, "w"+strconv.Itoa(i)))
+		if err != nil {
+			return b, err
+		}
+		b.workers = append(b.workers, w)
+	}
+	return b, nil
+}
+
+func environment(c *config) Env {
+	var u unix.Utsname
+	unix.Uname(&u)
+	return Env{
+		Kernel:   unix.ByteSliceToString(u.Release[:]),
+		CPU:      firstField("/proc/cpuinfo", "model name"),
+		Cores:    goruntime.NumCPU(),
+		MemTotal: memTotal(),
+		Versions: map[string]string{
+			"runh": version(c.Runh), "runc": version(c.Runc), "crun": version(c.Crun),
+		},
+		LoadStart:   loadavg(),
+		GoVersion:   goruntime.Version(),
+		Interleaved: "each iteration runs every contender once; the starting contender rotates per iteration",
+	}
+}
+
+func (b *bench) run() error {
+	sections := []struct {
+		name string
+		fn   func() error
+	}{
+		{"run", b.benchRun}, {"verbs", b.benchVerbs}, {"exec", b.benchExec},
+		{"throughput", b.benchThroughput}, {"memory", b.benchMemory},
+	}
+	for _, s := range sections {
+		if !b.c.has(s.name) || b.ctx.Err() != nil {
+			continue
+		}
+		logf("section %s (load %s)", s.name, loadavg())
+		if err := s.fn(); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		b.rep.Env.MaxLoad1 = max(b.rep.Env.MaxLoad1, load1())
+	}
+	if (b.c.has("vm-run") || b.c.has("vm-memory")) && b.ctx.Err() == nil {
+		if err := b.benchVM(); err != nil {
+			return err
+		}
+	}
+	b.rep.Env.LoadEnd = loadavg()
+	b.rep.Env.MaxLoad1 = max(b.rep.Env.MaxLoad1, load1())
+	b.rep.Env.Duration = time.Since(b.start).Seconds()
+	b.rep.finalize()
+	return nil
+}
+
+// id names a container; the runtime's name keeps cgroup paths of the
+// contenders apart, the nonce those of earlier runs.
+func (b *bench) id(r *runtime, tag string, i int) string {
+	return fmt.Sprintf("rb%s-%s-%s-%d", b.nonce, r.Name, tag, i)
+}
+
+// rotate returns the contenders in the order for iteration i.
+func rotate(rts []*runtime, i int) []*runtime {
+	k := i % len(rts)
+	return append(append([]*runtime{}, rts[k:]...), rts[:k]...)
+}
+
+func (b *bench) cleanup() {
+	for _, r := range append(b.rts, b.vm) {
+		if r != nil {
+			removeAllContainers(r)
+		}
+	}
+	for _, w := range b.workers {
+		w.close()
+	}
+	if b.dir != "" {
+		if err := os.RemoveAll(b.dir); err != nil {
+			logf("cleanup: %v", err)
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mib(kib int64) float64 { return float64(kib) / 1024 }
+
+func names(rts []*runtime) []string {
+	var out []string
+	for _, r := range rts {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+// memTotal is MemTotal of /proc/meminfo in GiB.
+func memTotal() string {
+	kib, _ := strconv.ParseFloat(strings.TrimSuffix(firstField("/proc/meminfo", "MemTotal"), " kB"), 64)
+	return fmt.Sprintf("%.1f GiB", kib/(1<<20))
+}

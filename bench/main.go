@@ -1,0 +1,196 @@
+// Command bench compares runh with runc and crun (process isolation) and
+// with a bare QEMU boot (hypervisor isolation), interleaving the contenders
+// on one busybox bundle, and writes docs/benchmarks.md and the raw samples
+// as JSON. `make bench` (mk/bench.mk) runs it; nothing here is an assertion.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Sections, in the order they run.
+var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory"}
+
+type config struct {
+	Runh, Runc, Crun string
+	Sections         []string
+	N, Warmup, MemN  int
+	TPTotal          int
+	TPRounds         int
+	TPConcurrency    []int
+	VMN, VMMany      int
+	VMMemory, VMCPUs int // floor sizes when runh's own cannot be read
+	MD, JSON         string
+	Workdir          string
+	Mkrootfs         string
+	Render           string `json:"-"`
+}
+
+func (c *config) has(section string) bool {
+	for _, s := range c.Sections {
+		if s == section {
+			return true
+		}
+	}
+	return false
+}
+
+func parseFlags() (*config, error) {
+	c := &config{}
+	var sections, conc string
+	flag.StringVar(&c.Runh, "runh", "bin/runh", "runh binary")
+	flag.StringVar(&c.Runc, "runc", "/usr/sbin/runc", "runc binary (Debian's)")
+	flag.StringVar(&c.Crun, "crun", "/usr/bin/crun", "crun binary (Debian's)")
+	flag.StringVar(&sections, "sections", "all", "comma-separated sections: "+strings.Join(allSections, ","))
+	flag.IntVar(&c.N, "n", 60, "timed iterations per runtime for latencies")
+	flag.IntVar(&c.Warmup, "warmup", 3, "untimed iterations per runtime before each latency section")
+	flag.IntVar(&c.MemN, "mem-n", 20, "iterations per runtime for the memory section")
+	flag.IntVar(&c.TPTotal, "throughput-total", 100, "containers per throughput batch")
+	flag.IntVar(&c.TPRounds, "throughput-rounds", 5, "batches per runtime and concurrency")
+	flag.StringVar(&conc, "concurrency", "1,4,16", "throughput concurrency levels")
+	flag.IntVar(&c.VMN, "vm-n", 8, "timed iterations of the hypervisor run of /bin/true, and of the floor")
+	flag.IntVar(&c.VMMany, "vm-many", 10, "sleeping VM containers for the many-containers PSS figure")
+	flag.IntVar(&c.VMMemory, "vm-memory", 256, "floor memory (MiB) if runh's VM size cannot be read")
+	flag.IntVar(&c.VMCPUs, "vm-cpus", 1, "floor vCPUs if runh's VM size cannot be read")
+	flag.StringVar(&c.MD, "md", "docs/benchmarks.md", "markdown report (empty: none)")
+	flag.StringVar(&c.JSON, "json", "docs/benchmarks.json", "raw JSON results (empty: none)")
+	flag.StringVar(&c.Workdir, "workdir", "/run", "parent of the temporary bundles and state roots (tmpfs is best)")
+	flag.StringVar(&c.Mkrootfs, "mkrootfs", "scripts/mkrootfs.sh", "rootfs writer")
+	flag.StringVar(&c.Render, "render", "", "only rewrite -md from this raw JSON of an earlier run (runs nothing)")
+	flag.Parse()
+	if sections == "all" {
+		c.Sections = allSections
+	} else {
+		for _, s := range strings.Split(sections, ",") {
+			s = strings.TrimSpace(s)
+			if !contains(allSections, s) {
+				return nil, fmt.Errorf("unknown section %q (want %s)", s, strings.Join(allSections, ","))
+			}
+			c.Sections = append(c.Sections, s)
+		}
+	}
+	for _, f := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad -concurrency %q", conc)
+		}
+		c.TPConcurrency = append(c.TPConcurrency, n)
+	}
+	sort.Ints(c.TPConcurrency)
+	if c.N < 1 || c.MemN < 1 || c.TPTotal < 1 || c.TPRounds < 1 || c.VMN < 1 || c.VMMany < 1 {
+		return nil, errors.New("iteration counts must be at least 1")
+	}
+	// Paths are resolved now: the harness changes nothing about its cwd,
+	// but runtimes get absolute paths only.
+	for _, p := range []*string{&c.Runh, &c.Mkrootfs, &c.MD, &c.JSON, &c.Workdir} {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return nil, err
+			}
+			*p = abs
+		}
+	}
+	return c, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func main() {
+	c, err := parseFlags()
+	if err != nil {
+		fatalf("%v", err)
+	}
+	if c.Render != "" {
+		if err := render(c.Render, c.MD); err != nil {
+			fatalf("%v", err)
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		fatalf("must run as root (containers, mounts, cgroups)")
+	}
+	if os.Getenv(nsEnv) == "" {
+		os.Exit(reexecInPrivateNS())
+	}
+	hidden, err := hideCgroup2()
+	if err != nil {
+		fatalf("%v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "bench: %v: stopping and cleaning up\n", s)
+		cancel()
+		signal.Ignore(syscall.SIGINT, syscall.SIGTERM) // let cleanup finish
+	}()
+	b, err := newBench(ctx, c)
+	if err != nil {
+		fatalf("%v", err)
+	}
+	b.rep.Env.Cgroup = hidden
+	runErr := b.run()
+	b.cleanup()
+	if runErr != nil {
+		fatalf("%v", runErr)
+	}
+	if ctx.Err() != nil {
+		fatalf("interrupted; no report written")
+	}
+	if err := b.rep.write(c.MD, c.JSON); err != nil {
+		fatalf("%v", err)
+	}
+	for _, p := range []string{c.MD, c.JSON} {
+		if p != "" {
+			fmt.Fprintf(os.Stderr, "bench: wrote %s\n", p)
+		}
+	}
+}
+
+func fatalf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+	os.Exit(1)
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+}
+
+// render rewrites the markdown report from the raw JSON of an earlier run,
+// e.g. after a change to the reading or to the notes.
+func render(jsonPath, md string) error {
+	data, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	if r.Config == nil {
+		return fmt.Errorf("%s: no config recorded", jsonPath)
+	}
+	r.finalize()
+	return r.writeMarkdown(md, jsonPath)
+}
