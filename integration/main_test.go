@@ -229,12 +229,13 @@ type result struct {
 	code           int // -1 when the command did not exit normally
 	stdout, stderr string
 	err            error
+	bin            string
 	args           []string
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("`runtime %s`: exit %d (err %v)\nstdout: %q\nstderr: %q",
-		strings.Join(r.args, " "), r.code, r.err, r.stdout, r.stderr)
+	return fmt.Sprintf("`%s %s`: exit %d (err %v)\nstdout: %q\nstderr: %q",
+		filepath.Base(r.bin), strings.Join(r.args, " "), r.code, r.err, r.stdout, r.stderr)
 }
 
 type opts struct {
@@ -282,7 +283,7 @@ func (x *h) cmd(o opts, args ...string) (*exec.Cmd, func() result) {
 	}
 	wait := func() result {
 		defer cancel()
-		r := result{args: full, code: -1}
+		r := result{bin: bin, args: full, code: -1}
 		r.err = c.Wait()
 		var ee *exec.ExitError
 		if r.err == nil {

@@ -222,6 +222,9 @@ func (r *Runtime) Kill(id string, sig unix.Signal, all bool) error {
 func (r *Runtime) Delete(id string, force bool) error {
 	h, be, err := r.open(id, true)
 	if err != nil {
+		if force && errors.Is(err, ErrCorrupt) {
+			return r.salvage(id)
+		}
 		return err
 	}
 	defer h.Close()
@@ -245,6 +248,22 @@ func (r *Runtime) Delete(id string, force bool) error {
 	}
 	if err := be.Destroy(h); err != nil {
 		return err
+	}
+	return h.Remove()
+}
+
+// salvage removes a container whose metadata is lost: without knowing
+// its isolation, it lets every backend release what it finds of its own.
+func (r *Runtime) salvage(id string) error {
+	h, err := r.Store.openBroken(id)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	for _, be := range r.Backends {
+		if err := be.Destroy(h); err != nil {
+			return fmt.Errorf("container %q: %w", id, err)
+		}
 	}
 	return h.Remove()
 }

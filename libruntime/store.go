@@ -17,6 +17,10 @@ const MetaFile = "runh.json"
 // ErrNotExist is returned for a container ID that is not in the store.
 var ErrNotExist = errors.New("container does not exist")
 
+// ErrCorrupt is returned for a state directory whose metadata is missing
+// or unreadable; only a forced delete can remove it.
+var ErrCorrupt = errors.New("container state is missing or corrupt")
+
 // ErrExist is returned when creating a container whose ID is taken.
 var ErrExist = errors.New("container already exists")
 
@@ -110,6 +114,9 @@ func (s *Store) Open(id string, exclusive bool) (*Handle, error) {
 	}
 	meta, err := readMeta(h.Dir)
 	if err != nil {
+		if errors.Is(err, ErrNotExist) {
+			err = ErrCorrupt
+		}
 		h.Close()
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
@@ -118,6 +125,17 @@ func (s *Store) Open(id string, exclusive bool) (*Handle, error) {
 		return nil, fmt.Errorf("container %q: state records id %q", id, meta.ID)
 	}
 	h.Meta = meta
+	return h, nil
+}
+
+// openBroken locks a container directory without reading its metadata,
+// for a forced delete of a container whose state is damaged.
+func (s *Store) openBroken(id string) (*Handle, error) {
+	h, err := lockDir(s.dir(id), unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	h.ID = id
 	return h, nil
 }
 
@@ -150,7 +168,7 @@ func readMeta(dir string) (*Meta, error) {
 	}
 	var m Meta
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("corrupt %s: %w", MetaFile, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, MetaFile, err)
 	}
 	return &m, nil
 }
