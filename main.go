@@ -20,8 +20,10 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 
+	"github.com/runh-project/runh/hvshim/agent"
 	"github.com/runh-project/runh/libruntime"
 	"github.com/runh-project/runh/libruntime/linux"
+	"github.com/runh-project/runh/libruntime/vm"
 )
 
 // Set by the Makefile.
@@ -44,6 +46,10 @@ func init() {
 }
 
 func main() {
+	// In the utility VM this binary is the guest agent, PID 1.
+	if agent.IsAgent() {
+		agent.Main()
+	}
 	app := &cli.Command{
 		Name:    "runh",
 		Usage:   "OCI runtime with process or hypervisor isolation",
@@ -62,7 +68,7 @@ func main() {
 			createCommand, startCommand, stateCommand, killCommand, deleteCommand,
 			runCommand, execCommand, listCommand, psCommand, pauseCommand, resumeCommand,
 			updateCommand, eventsCommand, featuresCommand, specCommand,
-			checkpointCommand, restoreCommand,
+			checkpointCommand, restoreCommand, checkCommand, shimCommand,
 		},
 		Before: setupLogging,
 		Action: func(ctx context.Context, cmd *cli.Command) error {
@@ -175,7 +181,8 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 		Store:   libruntime.Store{Root: root},
 		Default: def,
 		Backends: map[libruntime.Mode]libruntime.Backend{
-			libruntime.ProcessIsolation: &linux.Backend{SystemdCgroup: systemd},
+			libruntime.ProcessIsolation:    &linux.Backend{SystemdCgroup: systemd},
+			libruntime.HypervisorIsolation: &vm.Backend{},
 		},
 	}, nil
 }

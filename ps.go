@@ -27,6 +27,16 @@ var psCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
+		if cmd.String("format") == "table" {
+			table, ok, err := rt.PsTable(id, cmd.Args().Slice()[1:])
+			if err != nil {
+				return err
+			}
+			if ok {
+				_, err = os.Stdout.Write(table)
+				return err
+			}
+		}
 		pids, err := rt.Processes(id)
 		if err != nil {
 			return err

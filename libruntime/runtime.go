@@ -343,3 +343,24 @@ func (r *Runtime) Config(id string) (*specs.Spec, error) {
 	}
 	return b.Spec, nil
 }
+
+// PsTabler is implemented by backends whose processes the host's ps(1)
+// cannot see (their PIDs live in a VM): they format the table themselves.
+type PsTabler interface {
+	PsTable(h *Handle, args []string) ([]byte, error)
+}
+
+// PsTable returns the ps table of a container whose backend makes its
+// own, or ok == false when the host's ps should be used.
+func (r *Runtime) PsTable(id string, args []string) (table []byte, ok bool, err error) {
+	err = r.with(id, false, "list processes of", nil, func(h *Handle, be Backend, _ Status) error {
+		t, is := be.(PsTabler)
+		if !is {
+			return nil
+		}
+		ok = true
+		table, err = t.PsTable(h, args)
+		return err
+	})
+	return table, ok, err
+}

@@ -1,0 +1,398 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/runh-project/runh/hvshim/proto"
+	"github.com/runh-project/runh/libruntime"
+	"github.com/runh-project/runh/libruntime/linux"
+)
+
+// The guest builds containers with the host's own process backend, so
+// seccomp, capabilities, rlimits, cgroups and masked paths behave the same.
+var rt = &libruntime.Runtime{
+	Store:    libruntime.Store{Root: "/run/runh/state"},
+	Default:  libruntime.ProcessIsolation,
+	Backends: map[libruntime.Mode]libruntime.Backend{libruntime.ProcessIsolation: &linux.Backend{}},
+}
+
+const bundlesDir = "/run/runh/bundles"
+
+func init() {
+	handlers[proto.OpCreate] = create
+	handlers[proto.OpStart] = func(_ *server, b json.RawMessage) (any, error) {
+		var r proto.IDRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, err
+		}
+		return nil, rt.Start(r.ID)
+	}
+	handlers[proto.OpExec] = execProcess
+	handlers[proto.OpWait] = wait
+	handlers[proto.OpKill] = kill
+	handlers[proto.OpResize] = resize
+	handlers[proto.OpState] = func(_ *server, b json.RawMessage) (any, error) {
+		var r proto.IDRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, err
+		}
+		st, err := rt.State(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return proto.StateReply{Status: string(st.Status), Pid: st.Pid}, nil
+	}
+	handlers[proto.OpPause] = idOp(rt.Pause)
+	handlers[proto.OpResume] = idOp(rt.Resume)
+	handlers[proto.OpPs] = func(_ *server, b json.RawMessage) (any, error) {
+		var r proto.IDRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, err
+		}
+		pids, err := rt.Processes(r.ID)
+		return proto.PsReply{Pids: pids}, err
+	}
+	handlers[proto.OpUpdate] = func(_ *server, b json.RawMessage) (any, error) {
+		var r proto.UpdateRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, err
+		}
+		return nil, rt.Update(r.ID, r.Resources)
+	}
+	handlers[proto.OpStats] = func(_ *server, b json.RawMessage) (any, error) {
+		var r proto.IDRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, err
+		}
+		st, err := rt.Stats(r.ID)
+		return proto.StatsReply{Stats: st}, err
+	}
+}
+
+func idOp(fn func(string) error) handler {
+	return func(_ *server, b json.RawMessage) (any, error) {
+		var r proto.IDRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, err
+		}
+		return nil, fn(r.ID)
+	}
+}
+
+// process is a container process the agent started and waits for.
+type process struct {
+	p      libruntime.Process
+	master *os.File // the pty master, with a terminal
+	done   chan struct{}
+	status int
+}
+
+var (
+	procMu sync.Mutex
+	procs  = map[string]*process{}
+)
+
+func lookup(key string) (*process, error) {
+	procMu.Lock()
+	defer procMu.Unlock()
+	p, ok := procs[key]
+	if !ok {
+		return nil, fmt.Errorf("no process %q", key)
+	}
+	return p, nil
+}
+
+// stdio connects a process's streams from the host to what libcontainer
+// takes: pipes, or a console socket whose pty master is relayed.
+type stdio struct {
+	files   libruntime.Stdio
+	console *os.File // child end of the console socket pair
+	parent  *os.File // our end, receiving the master
+	close   []*os.File
+	copies  sync.WaitGroup
+	conns   []net.Conn
+}
+
+func (s *server) openStdio(key string, want proto.Stdio) (*stdio, error) {
+	sio := &stdio{}
+	if want.Terminal {
+		c, err := s.takeStdio(key, "tty")
+		if err != nil {
+			return nil, err
+		}
+		sio.conns = append(sio.conns, c)
+		sio.parent, sio.console, err = libruntime.SocketPair("console")
+		if err != nil {
+			sio.release()
+			return nil, err
+		}
+		return sio, nil
+	}
+	for _, st := range []struct {
+		name  string
+		on    bool
+		child **os.File
+		in    bool
+	}{{"stdin", want.Stdin, &sio.files.Stdin, true}, {"stdout", want.Stdout, &sio.files.Stdout, false}, {"stderr", want.Stderr, &sio.files.Stderr, false}} {
+		if !st.on {
+			continue
+		}
+		c, err := s.takeStdio(key, st.name)
+		if err != nil {
+			sio.release()
+			return nil, err
+		}
+		sio.conns = append(sio.conns, c)
+		r, w, err := os.Pipe()
+		if err != nil {
+			sio.release()
+			return nil, err
+		}
+		if st.in {
+			*st.child = r
+			sio.close = append(sio.close, r)
+			go func() { copyClose(w, c); w.Close() }()
+		} else {
+			*st.child = w
+			sio.close = append(sio.close, w)
+			sio.copies.Add(1)
+			go func() {
+				defer sio.copies.Done()
+				copyClose(c, r)
+				r.Close()
+				c.Close()
+			}()
+		}
+	}
+	return sio, nil
+}
+
+// copyClose copies until either side ends.
+func copyClose(dst io.Writer, src io.Reader) { io.Copy(dst, src) }
+
+// started drops the agent's copies of the child's ends and, with a
+// terminal, starts relaying the pty master.
+func (sio *stdio) started(p *process) error {
+	for _, f := range sio.close {
+		f.Close()
+	}
+	sio.close = nil
+	if sio.parent == nil {
+		return nil
+	}
+	sio.console.Close()
+	m, err := libruntime.RecvFd(sio.parent, 10*time.Second)
+	sio.parent.Close()
+	if err != nil {
+		return err
+	}
+	p.master = m
+	c := sio.conns[0]
+	go copyClose(m, c)
+	sio.copies.Add(1)
+	go func() {
+		defer sio.copies.Done()
+		copyClose(c, m) // ends with EIO once the last slave is closed
+		c.Close()
+	}()
+	return nil
+}
+
+func (sio *stdio) release() {
+	for _, f := range append(sio.close, sio.console, sio.parent) {
+		if f != nil {
+			f.Close()
+		}
+	}
+	for _, c := range sio.conns {
+		c.Close()
+	}
+}
+
+// track waits for p in the background and records its status once its
+// output has been relayed.
+func track(key string, p *process, sio *stdio) {
+	procMu.Lock()
+	procs[key] = p
+	procMu.Unlock()
+	go func() {
+		st, err := p.p.Wait()
+		manage(p.p.Pid(), false)
+		if err != nil {
+			st = 255
+		}
+		// Output still buffered in pipes reaches the host before the
+		// status; a daemon keeping the pipe open does not hold it.
+		done := make(chan struct{})
+		go func() { sio.copies.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			for _, c := range sio.conns {
+				c.Close()
+			}
+		}
+		if p.master != nil {
+			p.master.Close()
+		}
+		p.status = st
+		close(p.done)
+	}()
+}
+
+// guestSpec drops the annotations that would make the guest's runtime
+// choose hypervisor isolation again.
+func guestSpec(s *specs.Spec) {
+	a := map[string]string{}
+	for k, v := range s.Annotations {
+		if k != libruntime.AnnotationIsolation && k != libruntime.AnnotationUntrusted {
+			a[k] = v
+		}
+	}
+	s.Annotations = a
+}
+
+func create(s *server, b json.RawMessage) (any, error) {
+	var r proto.CreateRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	if err := libruntime.ValidateID(r.ID); err != nil {
+		return nil, err
+	}
+	if r.Spec == nil || r.Spec.Process == nil {
+		return nil, errors.New("spec without process")
+	}
+	guestSpec(r.Spec)
+	dir := filepath.Join(bundlesDir, r.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(r.Spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		return nil, err
+	}
+	sio, err := s.openStdio(proto.InitKey, r.Stdio)
+	if err != nil {
+		return nil, err
+	}
+	o := &libruntime.CreateOpts{Stdio: sio.files}
+	if sio.console != nil {
+		o.ConsoleSocket = sio.console
+	}
+	reaperMu.RLock()
+	p, err := rt.Create(r.ID, dir, "", o)
+	if err == nil {
+		manage(p.Pid(), true)
+	}
+	reaperMu.RUnlock()
+	if err != nil {
+		sio.release()
+		return nil, err
+	}
+	proc := &process{p: p, done: make(chan struct{})}
+	if err := sio.started(proc); err != nil {
+		p.Signal(unix.SIGKILL)
+	}
+	track(proto.InitKey, proc, sio)
+	return proto.PidReply{Pid: p.Pid()}, nil
+}
+
+func execProcess(s *server, b json.RawMessage) (any, error) {
+	var r proto.ExecRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Key == "" || r.Key == proto.InitKey || r.Process == nil {
+		return nil, errors.New("exec: bad request")
+	}
+	if _, err := lookup(r.Key); err == nil {
+		return nil, fmt.Errorf("exec: process %q exists", r.Key)
+	}
+	sio, err := s.openStdio(r.Key, r.Stdio)
+	if err != nil {
+		return nil, err
+	}
+	o := &libruntime.ExecOpts{Stdio: sio.files, Detach: true}
+	if sio.console != nil {
+		o.ConsoleSocket = sio.console
+	}
+	reaperMu.RLock()
+	p, err := rt.Exec(r.ID, r.Process, "", o)
+	if err == nil {
+		manage(p.Pid(), true)
+	}
+	reaperMu.RUnlock()
+	if err != nil {
+		sio.release()
+		return nil, err
+	}
+	proc := &process{p: p, done: make(chan struct{})}
+	if err := sio.started(proc); err != nil {
+		p.Signal(unix.SIGKILL)
+	}
+	track(r.Key, proc, sio)
+	return proto.PidReply{Pid: p.Pid()}, nil
+}
+
+func wait(_ *server, b json.RawMessage) (any, error) {
+	var r proto.ProcessRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	p, err := lookup(r.Key)
+	if err != nil {
+		return nil, err
+	}
+	<-p.done
+	if r.Key != proto.InitKey {
+		procMu.Lock()
+		delete(procs, r.Key)
+		procMu.Unlock()
+	}
+	return proto.WaitReply{Status: p.status}, nil
+}
+
+func kill(_ *server, b json.RawMessage) (any, error) {
+	var r proto.KillRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Key != "" {
+		p, err := lookup(r.Key)
+		if err != nil {
+			return nil, err
+		}
+		return nil, p.p.Signal(unix.Signal(r.Signal))
+	}
+	return nil, rt.Kill(r.ID, unix.Signal(r.Signal), r.All)
+}
+
+func resize(_ *server, b json.RawMessage) (any, error) {
+	var r proto.ResizeRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	p, err := lookup(r.Key)
+	if err != nil {
+		return nil, err
+	}
+	if p.master == nil {
+		return nil, errors.New("process has no terminal")
+	}
+	return nil, unix.IoctlSetWinsize(int(p.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: r.Width, Row: r.Height})
+}

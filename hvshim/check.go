@@ -1,0 +1,78 @@
+package hvshim
+
+import (
+	"os"
+
+	"github.com/runh-project/runh/hvshim/assets"
+	"github.com/runh-project/runh/hvshim/initrd"
+	"github.com/runh-project/runh/hvshim/qemu"
+	"github.com/runh-project/runh/hvshim/transport"
+)
+
+// CheckReport is what `runh check` shows about hypervisor isolation.
+type CheckReport struct {
+	Accel         string `json:"accel"`
+	AccelReason   string `json:"accelReason"`
+	VhostVsock    bool   `json:"vhostVsock"`
+	Transport     string `json:"transport"`
+	QEMU          string `json:"qemu,omitempty"`
+	QEMUVersion   string `json:"qemuVersion,omitempty"`
+	Kernel        string `json:"kernel,omitempty"`
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	Modules       int    `json:"modules"`
+	Initrd        string `json:"initrd,omitempty"` // cached initrd for this binary, if built
+	InitrdCache   string `json:"initrdCache"`
+	Usable        bool   `json:"usable"`
+	Reason        string `json:"reason,omitempty"` // why not usable
+}
+
+// Check probes the host for what hypervisor isolation needs. It writes
+// nothing: the initrd is reported only if already cached.
+func Check() CheckReport {
+	r := CheckReport{InitrdCache: initrd.CacheDir(), VhostVsock: transport.HostHasVsock()}
+	a := qemu.ProbeAccel()
+	r.Accel, r.AccelReason = a.Name, a.Reason
+	r.Transport = string(transport.Serial)
+	if r.VhostVsock {
+		r.Transport = string(transport.Vsock)
+	}
+	var reasons []string
+	if bin, err := qemu.FindBinary(); err != nil {
+		reasons = append(reasons, "qemu-system-x86_64 not found")
+	} else {
+		r.QEMU = bin
+		if v, err := qemu.Version(bin); err == nil {
+			r.QEMUVersion = v
+		} else {
+			reasons = append(reasons, "qemu does not run: "+err.Error())
+		}
+	}
+	if g, err := assets.Find(); err != nil {
+		reasons = append(reasons, err.Error())
+	} else {
+		r.Kernel, r.KernelVersion, r.Modules = g.Kernel, g.Version, len(g.Modules)
+		spec := initrd.Spec{Init: "/proc/self/exe", Modules: g.Modules}
+		if key, err := spec.Key(); err == nil {
+			p := initrd.CacheDir() + "/initrd-" + key[:32] + ".cpio"
+			if _, err := os.Stat(p); err == nil {
+				r.Initrd = p
+			}
+		}
+	}
+	if os.Geteuid() != 0 {
+		reasons = append(reasons, "hypervisor isolation needs root (9p passthrough, mounts)")
+	}
+	r.Usable = len(reasons) == 0
+	if !r.Usable {
+		r.Reason = joinReasons(reasons)
+	}
+	return r
+}
+
+func joinReasons(rs []string) string {
+	s := rs[0]
+	for _, r := range rs[1:] {
+		s += "; " + r
+	}
+	return s
+}

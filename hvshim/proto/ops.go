@@ -1,0 +1,110 @@
+package proto
+
+import (
+	"github.com/opencontainers/runc/types"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Operations of the agent.
+const (
+	OpPing    = "ping"
+	OpCreate  = "create"
+	OpStart   = "start"
+	OpExec    = "exec"
+	OpWait    = "wait"
+	OpKill    = "kill"
+	OpSignal  = "signal" // one process, by its process key
+	OpResize  = "resize"
+	OpState   = "state"
+	OpPause   = "pause"
+	OpResume  = "resume"
+	OpPs      = "ps"
+	OpUpdate  = "update"
+	OpStats   = "stats"
+	OpCloseIn = "close-stdin"
+)
+
+// Stdio says which streams the host opened for a process (named by its
+// process key): a "tty" stream, or any of "stdin", "stdout", "stderr".
+type Stdio struct {
+	Terminal bool `json:"terminal,omitempty"`
+	Stdin    bool `json:"stdin,omitempty"`
+	Stdout   bool `json:"stdout,omitempty"`
+	Stderr   bool `json:"stderr,omitempty"`
+}
+
+// CreateRequest creates the container; the spec's paths are guest paths.
+type CreateRequest struct {
+	ID    string      `json:"id"`
+	Spec  *specs.Spec `json:"spec"`
+	Stdio Stdio       `json:"stdio"`
+}
+
+// ExecRequest starts a process in the container.
+type ExecRequest struct {
+	ID      string         `json:"id"`
+	Key     string         `json:"key"` // the process key its stdio streams use
+	Process *specs.Process `json:"process"`
+	Stdio   Stdio          `json:"stdio"`
+}
+
+// PidReply gives a guest PID.
+type PidReply struct {
+	Pid int `json:"pid"`
+}
+
+// ProcessRequest names a process by key (the container's init is InitKey).
+type ProcessRequest struct {
+	Key string `json:"key"`
+}
+
+// InitKey is the process key of the container's init.
+const InitKey = "init"
+
+// WaitReply is a process's exit status (128+n for signal n).
+type WaitReply struct {
+	Status int `json:"status"`
+}
+
+// KillRequest signals the container (all: every process) or, with Key,
+// one process.
+type KillRequest struct {
+	ID     string `json:"id"`
+	Key    string `json:"key,omitempty"`
+	Signal int    `json:"signal"`
+	All    bool   `json:"all,omitempty"`
+}
+
+// ResizeRequest sets a process's terminal size.
+type ResizeRequest struct {
+	Key    string `json:"key"`
+	Width  uint16 `json:"width"`
+	Height uint16 `json:"height"`
+}
+
+// IDRequest names the container.
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// StateReply is the container's status in the guest.
+type StateReply struct {
+	Status string `json:"status"`
+	Pid    int    `json:"pid"`
+}
+
+// PsReply lists guest PIDs.
+type PsReply struct {
+	Pids []int `json:"pids"`
+}
+
+// UpdateRequest changes resources.
+type UpdateRequest struct {
+	ID        string                `json:"id"`
+	Resources *specs.LinuxResources `json:"resources"`
+}
+
+// StatsReply is the container's usage.
+type StatsReply struct {
+	Stats *types.Stats `json:"stats"`
+}

@@ -1,0 +1,243 @@
+// Package qemu drives one QEMU microvm: its command line, its process and
+// its QMP socket.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/runh-project/runh/hvshim/transport"
+)
+
+// Files QEMU creates in its working directory (the VM's directory). Relative
+// names keep unix socket paths short whatever the directory.
+const (
+	QMPSocket  = "qmp.sock"
+	ConsoleLog = "console.log"
+)
+
+// Share is a host directory exported to the guest over virtio-9p.
+type Share struct {
+	Tag      string
+	Path     string
+	ReadOnly bool
+}
+
+// Config describes one VM.
+type Config struct {
+	Binary    string // QEMU; found in PATH when empty
+	Dir       string // working directory: sockets and console log
+	Kernel    string
+	Initrd    string
+	Append    []string // extra kernel arguments
+	MemoryMiB int
+	CPUs      int
+	Accel     string // KVM or TCG
+	Shares    []Share
+	Transport *transport.Host
+	Debug     bool // verbose kernel console
+}
+
+// BaseCmdline is the kernel command line. The console goes to a log file;
+// `quiet` keeps it short because every byte is an emulated port write
+// under TCG. panic=-1 with -no-reboot makes a guest panic end QEMU.
+var BaseCmdline = []string{
+	"console=ttyS0", "panic=-1", "reboot=t",
+	// Skip work a utility VM never needs (as Kata does).
+	"cryptomgr.notests", "no_timer_check", "tsc=reliable", "noreplace-smp",
+	"i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
+	"random.trust_cpu=on", "rcupdate.rcu_expedited=1",
+}
+
+// FindBinary returns the path of qemu-system-x86_64.
+func FindBinary() (string, error) {
+	return exec.LookPath("qemu-system-x86_64")
+}
+
+// Version returns QEMU's version line.
+func Version(bin string) (string, error) {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line), nil
+}
+
+// escape doubles commas, QEMU's escape inside an option value.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// Args returns QEMU's arguments and the files to pass as fd 3, 4, ...
+func (c *Config) Args() ([]string, []*os.File) {
+	cmdline := append([]string{}, BaseCmdline...)
+	if !c.Debug {
+		cmdline = append(cmdline, "quiet")
+	}
+	if c.Transport != nil {
+		cmdline = append(cmdline, c.Transport.KernelArg())
+	}
+	accel := c.Accel
+	if accel == "" {
+		accel = TCG
+	}
+	if khz := hostTSCkHz(); accel == TCG && khz != "" {
+		// Under TCG the guest's TSC runs at the host's rate. Calibrating
+		// it against the emulated PIT fails on a loaded host, and the
+		// microvm has no other reference: the boot then hangs.
+		cmdline = append(cmdline, "tsc_early_khz="+khz)
+	}
+	cmdline = append(cmdline, c.Append...)
+	args := []string{
+		"-M", "microvm,acpi=on,x-option-roms=off",
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-accel", accel,
+		"-m", strconv.Itoa(c.MemoryMiB),
+		"-smp", strconv.Itoa(c.CPUs),
+		"-kernel", c.Kernel,
+		"-initrd", c.Initrd,
+		"-append", strings.Join(cmdline, " "),
+		"-serial", "file:" + ConsoleLog,
+		"-qmp", "unix:" + QMPSocket + ",server=on,wait=off",
+		"-pidfile", "qemu.pid",
+	}
+	if accel == KVM {
+		args = append(args, "-cpu", "host")
+	}
+	for i, s := range c.Shares {
+		id := "fs" + strconv.Itoa(i)
+		fsdev := "local,id=" + id + ",path=" + escape(s.Path) + ",security_model=passthrough"
+		if s.ReadOnly {
+			fsdev += ",readonly=on"
+		}
+		args = append(args, "-fsdev", fsdev,
+			"-device", "virtio-9p-device,fsdev="+id+",mount_tag="+escape(s.Tag))
+	}
+	var files []*os.File
+	if c.Transport != nil {
+		a, f := c.Transport.QEMUArgs(0)
+		args, files = append(args, a...), f
+	}
+	return args, files
+}
+
+// VM is a running QEMU.
+type VM struct {
+	Cmd  *exec.Cmd
+	QMP  *QMP
+	done chan struct{}
+	err  error
+}
+
+// Start starts QEMU and connects to its QMP socket. QEMU gets SIGKILL when
+// its parent dies, so a killed shim does not leave a VM behind.
+func Start(ctx context.Context, c *Config) (*VM, error) {
+	bin := c.Binary
+	if bin == "" {
+		var err error
+		if bin, err = FindBinary(); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range []string{QMPSocket, transport.SocketName} {
+		os.Remove(c.Dir + "/" + n)
+	}
+	args, files := c.Args()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = c.Dir
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	errLog, err := os.OpenFile(c.Dir+"/qemu.log", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer errLog.Close()
+	cmd.Stdout, cmd.Stderr = errLog, errLog
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	v := &VM{Cmd: cmd, done: make(chan struct{})}
+	go func() {
+		v.err = cmd.Wait()
+		close(v.done)
+	}()
+	for {
+		conn, err := transport.DialUnixIn(c.Dir, QMPSocket)
+		if err == nil {
+			if v.QMP, err = NewQMP(conn, 10*time.Second); err == nil {
+				return v, nil
+			}
+			conn.Close()
+		}
+		select {
+		case <-v.done:
+			return nil, fmt.Errorf("qemu exited: %v: %s", v.err, v.StderrTail(c.Dir))
+		case <-ctx.Done():
+			v.Kill()
+			return nil, fmt.Errorf("qemu did not open QMP: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// StderrTail returns the last line QEMU wrote to qemu.log in dir.
+func (v *VM) StderrTail(dir string) string {
+	b, _ := os.ReadFile(dir + "/qemu.log")
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+// Done is closed when QEMU has exited.
+func (v *VM) Done() <-chan struct{} { return v.done }
+
+// Pid returns QEMU's process ID.
+func (v *VM) Pid() int { return v.Cmd.Process.Pid }
+
+// Kill stops QEMU at once and waits for it.
+func (v *VM) Kill() {
+	v.Cmd.Process.Kill()
+	<-v.done
+}
+
+// Shutdown asks QEMU to quit, killing it if it has not after timeout.
+func (v *VM) Shutdown(timeout time.Duration) {
+	if v.QMP != nil {
+		v.QMP.Execute("quit", nil, timeout)
+		v.QMP.Close()
+	}
+	select {
+	case <-v.done:
+	case <-time.After(timeout):
+		v.Kill()
+	}
+}
+
+// ErrExited is returned for operations on a VM that is gone.
+var ErrExited = errors.New("vm exited")
+
+// hostTSCkHz returns the host's TSC frequency in kHz when the kernel knows
+// it exactly (tsc_known_freq), else "".
+func hostTSCkHz() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil || !hasFlag(b, "tsc_known_freq") || !hasFlag(b, "constant_tsc") {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(k) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || mhz <= 0 {
+			return ""
+		}
+		return strconv.FormatInt(int64(mhz*1000+0.5), 10)
+	}
+	return ""
+}

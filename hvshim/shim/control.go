@@ -1,0 +1,208 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/runh-project/runh/hvshim/client"
+	"github.com/runh-project/runh/hvshim/proto"
+)
+
+// Operations of the control socket, beyond the agent's own (start, kill,
+// pause, resume, ps, update, stats, which are forwarded).
+const (
+	OpState    = "state"
+	OpExec     = "exec"
+	OpShutdown = "shutdown"
+)
+
+// ExecRequest is sent by `runh shim exec` with its stdio (or its console
+// socket) attached as SCM_RIGHTS.
+type ExecRequest struct {
+	Process  json.RawMessage `json:"process"`
+	Terminal bool            `json:"terminal"`
+}
+
+// StateReply answers OpState.
+type StateReply struct {
+	Status string `json:"status"`
+}
+
+// serve answers the backend's requests, one per connection.
+func (s *shim) serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go s.handle(c.(*net.UnixConn))
+	}
+}
+
+func (s *shim) handle(c *net.UnixConn) {
+	defer c.Close()
+	// Only root (the runtime) may drive the shim.
+	if f, err := c.File(); err == nil {
+		cred, err := unix.GetsockoptUcred(int(f.Fd()), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		f.Close()
+		if err != nil || cred.Uid != 0 {
+			return
+		}
+	}
+	// The exec request carries file descriptors, received with the first byte.
+	var files []*os.File
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return
+	}
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range msgs {
+			fds, _ := unix.ParseUnixRights(&m)
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), "fd"+strconv.Itoa(fd)))
+			}
+		}
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var req proto.Request
+	if err := proto.ReadFrame(c, &req, proto.MaxFrame); err != nil {
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	if req.Op == OpExec {
+		s.exec(c, req.Body, files)
+		return
+	}
+	proto.WriteFrame(c, s.call(req))
+}
+
+func (s *shim) call(req proto.Request) (resp proto.Response) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out any
+	var err error
+	select {
+	case <-s.exited:
+		if req.Op == OpState {
+			out = StateReply{Status: "stopped"}
+		} else {
+			err = errors.New("container is stopped")
+		}
+	default:
+		switch req.Op {
+		case OpState:
+			var st proto.StateReply
+			err = s.agent.Call(ctx, proto.OpState, proto.IDRequest{ID: s.cfg.ID}, &st)
+			out = StateReply{Status: st.Status}
+		case OpShutdown:
+			s.setExit(137)
+		case proto.OpStart, proto.OpKill, proto.OpPause, proto.OpResume, proto.OpUpdate:
+			err = s.agent.Call(ctx, req.Op, req.Body, nil)
+		case proto.OpPs:
+			var r proto.PsReply
+			err = s.agent.Call(ctx, req.Op, req.Body, &r)
+			out = r
+		case proto.OpStats:
+			var r proto.StatsReply
+			err = s.agent.Call(ctx, req.Op, req.Body, &r)
+			out = r
+		default:
+			err = fmt.Errorf("unknown operation %q", req.Op)
+		}
+	}
+	if err != nil {
+		resp.Error = err.Error()
+		return resp
+	}
+	if out != nil {
+		resp.Body, _ = json.Marshal(out)
+	}
+	return resp
+}
+
+// exec starts a process in the guest with the caller's stdio, answers
+// with its guest PID, then with its exit status once it has exited.
+func (s *shim) exec(c *net.UnixConn, body json.RawMessage, files []*os.File) {
+	fail := func(err error) { proto.WriteFrame(c, proto.Response{Error: err.Error()}) }
+	var r ExecRequest
+	if err := json.Unmarshal(body, &r); err != nil {
+		fail(err)
+		return
+	}
+	s.mu.Lock()
+	s.nexec++
+	key := "exec-" + strconv.Itoa(s.nexec)
+	s.mu.Unlock()
+	var console, in, out, errf *os.File
+	if r.Terminal {
+		if len(files) != 1 {
+			fail(errors.New("exec with a terminal needs the console socket"))
+			return
+		}
+		console = files[0]
+	} else {
+		if len(files) != 3 {
+			fail(errors.New("exec needs stdin, stdout and stderr"))
+			return
+		}
+		in, out, errf = files[0], files[1], files[2]
+	}
+	var relays sync.WaitGroup
+	st, err := s.openStdio(key, r.Terminal, console, in, out, errf, false, &relays)
+	if err != nil {
+		fail(err)
+		return
+	}
+	req := struct {
+		ID      string          `json:"id"`
+		Key     string          `json:"key"`
+		Process json.RawMessage `json:"process"`
+		Stdio   proto.Stdio     `json:"stdio"`
+	}{s.cfg.ID, key, r.Process, st}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var pid proto.PidReply
+	if err := s.agent.Call(ctx, proto.OpExec, req, &pid); err != nil {
+		fail(err)
+		return
+	}
+	b, _ := json.Marshal(pid)
+	if proto.WriteFrame(c, proto.Response{Body: b}) != nil {
+		return
+	}
+	// The caller's signals arrive as "signal" requests on this connection.
+	go func() {
+		for {
+			var sig proto.KillRequest
+			if err := proto.ReadFrame(c, &sig, 4096); err != nil {
+				return
+			}
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			s.agent.Call(sctx, proto.OpKill, proto.KillRequest{ID: s.cfg.ID, Key: key, Signal: sig.Signal}, nil)
+			scancel()
+		}
+	}()
+	var w proto.WaitReply
+	if err := s.agent.Call(client.NoTimeout(context.Background()), proto.OpWait, proto.ProcessRequest{Key: key}, &w); err != nil {
+		w.Status = 255
+	}
+	waitRelays(&relays)
+	b, _ = json.Marshal(w)
+	proto.WriteFrame(c, proto.Response{Body: b})
+}

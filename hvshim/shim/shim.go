@@ -1,0 +1,367 @@
+// Package shim is `runh shim`: the host process of one VM-isolated
+// container. It owns QEMU and the agent connection, relays the container's
+// stdio, serves the verbs on a unix socket in the state directory, forwards
+// the signals it gets to the container, and exits with the container's
+// exit status.
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/runh-project/runh/hvshim"
+	"github.com/runh-project/runh/hvshim/client"
+	"github.com/runh-project/runh/hvshim/proto"
+	"github.com/runh-project/runh/libruntime"
+)
+
+// Files in the container's state directory.
+const (
+	ConfigFile = "shim.json" // Config, written by the backend
+	SocketName = "shim.sock" // the control socket
+	ExitFile   = "exit.json" // Exit, once the container has exited
+	LogFile    = "shim.log"  // the shim's own errors
+	ShareName  = "share"     // the 9p share directory
+	vmDirName  = "vm"        // QEMU's sockets and logs
+)
+
+// File descriptors the backend passes beyond stdio.
+const (
+	SyncFd    = 3 // the shim writes one Ready and closes it
+	ConsoleFd = 4 // --console-socket, when given
+)
+
+// Config is what the backend tells the shim.
+type Config struct {
+	ID         string              `json:"id"`
+	Bundle     string              `json:"bundle"`
+	VM         libruntime.VMConfig `json:"vm"`
+	HasConsole bool                `json:"hasConsole,omitempty"`
+	Debug      bool                `json:"debug,omitempty"`
+}
+
+// Ready is the shim's report to create.
+type Ready struct {
+	Pid   int    `json:"pid,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Times of the boot, for benchmarks.
+	Times *hvshim.BootTimes `json:"times,omitempty"`
+}
+
+// Exit records the container's exit status.
+type Exit struct {
+	Status int `json:"status"`
+}
+
+type shim struct {
+	dir    string
+	cfg    Config
+	vm     *hvshim.VM
+	agent  *client.Client
+	exited chan struct{} // closed when the container's init has exited
+	status int
+	relays sync.WaitGroup
+	master *os.File // init's host pty master, for resizes
+	slave  *os.File
+	nexec  int
+	mu     sync.Mutex
+}
+
+// Main runs the shim for the container in dir and returns its exit code.
+func Main(dir string) int {
+	s := &shim{dir: dir, exited: make(chan struct{})}
+	sync := os.NewFile(SyncFd, "sync")
+	logf, _ := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	ready, ln, err := s.create()
+	if err != nil {
+		if logf != nil {
+			fmt.Fprintf(logf, "%s create: %v\n", time.Now().Format(time.RFC3339), err)
+		}
+		json.NewEncoder(sync).Encode(Ready{Error: err.Error()})
+		sync.Close()
+		if s.vm != nil {
+			s.vm.Close()
+		}
+		return 1
+	}
+	json.NewEncoder(sync).Encode(ready)
+	sync.Close()
+	go s.serve(ln)
+	status := s.wait()
+	ln.Close()
+	os.Remove(filepath.Join(dir, SocketName))
+	return status
+}
+
+func (s *shim) create() (*Ready, net.Listener, error) {
+	if err := os.Chdir(s.dir); err != nil {
+		return nil, nil, err
+	}
+	b, err := os.ReadFile(ConfigFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := json.Unmarshal(b, &s.cfg); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", ConfigFile, err)
+	}
+	bundle, err := libruntime.LoadBundle(s.cfg.Bundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	spec := bundle.Spec
+	if err := checkNetwork(spec); err != nil {
+		return nil, nil, err
+	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle.Dir, rootfs)
+	}
+	share := filepath.Join(s.dir, ShareName)
+	if err := prepareShare(share, spec, rootfs); err != nil {
+		return nil, nil, err
+	}
+	vmDir := filepath.Join(s.dir, vmDirName)
+	if err := os.MkdirAll(vmDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	mem, cpus := vmSize(s.cfg.VM, spec)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s.vm, err = hvshim.StartVM(ctx, hvshim.VMConfig{
+		Dir: vmDir, MemoryMiB: mem, CPUs: cpus, Accel: s.cfg.VM.Accel,
+		Share: share, Debug: s.cfg.Debug,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.agent = s.vm.Agent
+	ln, err := net.Listen("unix", SocketName) // relative: sun_path is short
+	if err != nil {
+		return nil, nil, err
+	}
+	var console *os.File
+	if s.cfg.HasConsole {
+		console = os.NewFile(ConsoleFd, "console-socket")
+	}
+	st, err := s.openStdio(proto.InitKey, spec.Process.Terminal, console, os.Stdin, os.Stdout, os.Stderr, true, &s.relays)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	var pid proto.PidReply
+	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: s.cfg.ID, Spec: spec, Stdio: st}, &pid); err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	if s.slave != nil {
+		// A size set before the pty became our terminal raised no SIGWINCH.
+		if ws, err := winsize(s.slave); err == nil && ws.Col > 0 {
+			s.resize(proto.InitKey, s.slave)
+		}
+	}
+	go s.forwardSignals()
+	go func() {
+		// A VM that dies (QEMU killed, guest panic) ends the container.
+		<-s.vm.QEMU.Done()
+		s.setExit(255)
+	}()
+	go func() {
+		var w proto.WaitReply
+		if err := s.agent.Call(client.NoTimeout(context.Background()), proto.OpWait, proto.ProcessRequest{Key: proto.InitKey}, &w); err != nil {
+			w.Status = 255
+		}
+		s.setExit(w.Status)
+	}()
+	return &Ready{Pid: os.Getpid(), Times: &s.vm.Times}, ln, nil
+}
+
+var exitOnce sync.Once
+
+func (s *shim) setExit(status int) {
+	exitOnce.Do(func() {
+		s.status = status
+		close(s.exited)
+	})
+}
+
+// wait returns the container's exit status once it has exited, after
+// recording it and stopping the VM.
+func (s *shim) wait() int {
+	<-s.exited
+	waitRelays(&s.relays)
+	libruntime.WriteFileAtomic(filepath.Join(s.dir, ExitFile), fmt.Appendf(nil, `{"status":%d}`, s.status), 0o600)
+	s.vm.Close()
+	return s.status
+}
+
+// vmSize picks the VM's memory and vCPUs: annotations first, then the
+// spec's limits plus room for the guest kernel and agent, then defaults.
+func vmSize(c libruntime.VMConfig, spec *specs.Spec) (mem, cpus int) {
+	mem, cpus = c.MemoryMiB, c.CPUs
+	var r *specs.LinuxResources
+	if spec.Linux != nil {
+		r = spec.Linux.Resources
+	}
+	if mem == 0 && r != nil && r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
+		// The guest's OOM killer, not the host's, must act on a
+		// container over its limit: leave room for the guest itself.
+		mem = int(*r.Memory.Limit>>20) + 128
+	}
+	if cpus == 0 && r != nil && r.CPU != nil && r.CPU.Quota != nil && r.CPU.Period != nil && *r.CPU.Period > 0 && *r.CPU.Quota > 0 {
+		cpus = int((uint64(*r.CPU.Quota) + *r.CPU.Period - 1) / *r.CPU.Period)
+	}
+	if mem < hvshim.DefaultMemoryMiB {
+		mem = hvshim.DefaultMemoryMiB
+	}
+	if cpus == 0 {
+		cpus = hvshim.DefaultCPUs
+	}
+	return mem, min(cpus, 16)
+}
+
+// forwardSignals sends the signals the shim gets to the container's init,
+// as a supervisor waiting on the shim expects.
+func (s *shim) forwardSignals() {
+	ch := make(chan os.Signal, 32)
+	signal.Notify(ch, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
+		unix.SIGWINCH, unix.SIGCONT, unix.SIGALRM, unix.SIGPWR, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	signal.Ignore(unix.SIGPIPE)
+	for sig := range ch {
+		if sig == unix.SIGWINCH {
+			s.resize(proto.InitKey, s.slave)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s.agent.Call(ctx, proto.OpKill, proto.KillRequest{ID: s.cfg.ID, Key: proto.InitKey, Signal: int(sig.(unix.Signal))}, nil)
+		cancel()
+	}
+}
+
+func (s *shim) resize(key string, slave *os.File) error {
+	if slave == nil {
+		return nil
+	}
+	ws, err := winsize(slave)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.agent.Call(ctx, proto.OpResize, proto.ResizeRequest{Key: key, Width: ws.Col, Height: ws.Row}, nil)
+}
+
+// openStdio opens the process's streams to the guest and relays them: to
+// a new host pty whose master goes to the console socket (terminal), or to
+// the given files. ctty makes the pty the shim's controlling terminal, so
+// that window-size changes arrive as SIGWINCH.
+func (s *shim) openStdio(key string, terminal bool, console, in, out, errf *os.File, ctty bool, relays *sync.WaitGroup) (proto.Stdio, error) {
+	if terminal {
+		if console == nil {
+			return proto.Stdio{}, errors.New("process.terminal is set but no console socket was given")
+		}
+		m, sl, err := openPty()
+		if err != nil {
+			return proto.Stdio{}, err
+		}
+		if err := libruntime.SendFd(console, m); err != nil {
+			m.Close()
+			sl.Close()
+			return proto.Stdio{}, fmt.Errorf("console socket: %w", err)
+		}
+		m.Close() // the engine has it now
+		console.Close()
+		if ctty {
+			unix.IoctlSetInt(int(sl.Fd()), unix.TIOCSCTTY, 0)
+			s.slave = sl
+		}
+		c, err := s.agent.OpenStdio(key, "tty")
+		if err != nil {
+			sl.Close()
+			return proto.Stdio{}, err
+		}
+		go io.Copy(c, sl)
+		done := make(chan struct{})
+		relays.Add(1)
+		go func() {
+			defer relays.Done()
+			io.Copy(sl, c)
+			close(done)
+		}()
+		if !ctty {
+			go s.watchSize(key, sl, done)
+		}
+		return proto.Stdio{Terminal: true}, nil
+	}
+	st := proto.Stdio{Stdin: in != nil, Stdout: out != nil, Stderr: errf != nil}
+	if in != nil {
+		c, err := s.agent.OpenStdio(key, "stdin")
+		if err != nil {
+			return st, err
+		}
+		go func() {
+			io.Copy(c, in)
+			c.Close() // EOF for the container's stdin
+		}()
+	}
+	for _, o := range []struct {
+		name string
+		f    *os.File
+	}{{"stdout", out}, {"stderr", errf}} {
+		if o.f == nil {
+			continue
+		}
+		c, err := s.agent.OpenStdio(key, o.name)
+		if err != nil {
+			return st, err
+		}
+		relays.Add(1)
+		go func(f *os.File) {
+			defer relays.Done()
+			io.Copy(f, c)
+		}(o.f)
+	}
+	return st, nil
+}
+
+// waitRelays lets the last output reach the host's files, but does not
+// wait for a stream a stray process keeps open.
+func waitRelays(wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// watchSize forwards size changes of a pty that is not the shim's
+// controlling terminal (an exec's), which raise no SIGWINCH here.
+func (s *shim) watchSize(key string, slave *os.File, done <-chan struct{}) {
+	var last unix.Winsize
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		// Until the process exists in the guest the call fails and is
+		// tried again on the next tick.
+		if ws, err := winsize(slave); err == nil && *ws != last && s.resize(key, slave) == nil {
+			last = *ws
+		}
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,157 @@
+// Package hvshim holds runh's utility VM: booting it (this file), probing
+// the host (Check), and in subpackages the QEMU driver, guest assets, the
+// initrd writer, the transport, the agent protocol and the guest agent.
+package hvshim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/runh-project/runh/hvshim/assets"
+	"github.com/runh-project/runh/hvshim/client"
+	"github.com/runh-project/runh/hvshim/initrd"
+	"github.com/runh-project/runh/hvshim/qemu"
+	"github.com/runh-project/runh/hvshim/transport"
+)
+
+// Defaults for a VM whose size nothing asks for.
+const (
+	DefaultMemoryMiB = 256
+	DefaultCPUs      = 1
+)
+
+// VMConfig describes a utility VM to boot.
+type VMConfig struct {
+	Dir       string // the VM's directory: sockets, logs
+	MemoryMiB int
+	CPUs      int
+	Accel     string // "" probes
+	Share     string // host directory mounted at agent.ShareDir; "" for none
+	Init      string // binary to run as /init; "" is this executable
+	Debug     bool
+	Transport transport.Kind // "" picks the best
+}
+
+// BootTimes splits a boot, in seconds since QEMU was started.
+type BootTimes struct {
+	QMP        float64 // QEMU answered QMP
+	AgentReady float64 // the agent answered the hello and a ping
+	GuestInit  float64 // guest uptime when /init started
+	GuestReady float64 // guest uptime when the agent accepted the host
+}
+
+// VM is a booted utility VM with its agent connected.
+type VM struct {
+	QEMU      *qemu.VM
+	Agent     *client.Client
+	Transport *transport.Host
+	Accel     qemu.Accel
+	Times     BootTimes
+}
+
+// Initrd returns the cached initrd for init (default: this executable)
+// and the guest's modules, writing it if needed.
+func Initrd(g *assets.Guest, init string) (string, error) {
+	if init == "" {
+		init = "/proc/self/exe"
+	}
+	// Uncompressed by default: measured faster under TCG (docs/hypervisor.md).
+	gz := os.Getenv("RUNH_INITRD_COMPRESS") == "gzip"
+	return initrd.Ensure(initrd.CacheDir(), initrd.Spec{Init: init, Modules: g.Modules, Compress: gz})
+}
+
+// StartVM boots a VM and waits until its agent answers. On error nothing
+// is left running.
+func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
+	g, err := assets.Find()
+	if err != nil {
+		return nil, err
+	}
+	rd, err := Initrd(g, c.Init)
+	if err != nil {
+		return nil, err
+	}
+	accel := qemu.Accel{Name: c.Accel, Reason: "requested"}
+	if c.Accel == "" {
+		accel = qemu.ProbeAccel()
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = DefaultMemoryMiB
+	}
+	if c.CPUs == 0 {
+		c.CPUs = DefaultCPUs
+	}
+	tr, err := transport.NewHost(c.Transport, c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close() // QEMU holds its own copy of the vsock handle
+	qc := &qemu.Config{
+		Dir: c.Dir, Kernel: g.Kernel, Initrd: rd,
+		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Accel: accel.Name,
+		Transport: tr, Debug: c.Debug,
+	}
+	if c.Debug {
+		qc.Append = append(qc.Append, "runh.debug=1")
+	}
+	if c.Share != "" {
+		qc.Shares = []qemu.Share{{Tag: "runh", Path: c.Share}}
+		qc.Append = append(qc.Append, "runh.share=1")
+	}
+	t0 := time.Now()
+	q, err := qemu.Start(ctx, qc)
+	if err != nil {
+		return nil, err
+	}
+	v := &VM{QEMU: q, Transport: tr, Accel: accel}
+	v.Times.QMP = time.Since(t0).Seconds()
+	defer func() {
+		if err != nil {
+			q.Kill()
+		}
+	}()
+	// A guest that dies while booting ends the wait at once.
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-q.Done():
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	sess, err := tr.Dial(dctx)
+	if err != nil {
+		select {
+		case <-q.Done():
+			return nil, fmt.Errorf("vm exited while booting (see %s/%s)", c.Dir, qemu.ConsoleLog)
+		default:
+		}
+		return nil, err
+	}
+	v.Agent = &client.Client{Sess: sess}
+	var p struct {
+		Version int     `json:"version"`
+		Init    float64 `json:"init"`
+		Ready   float64 `json:"ready"`
+	}
+	if err := v.Agent.Call(dctx, "ping", nil, &p); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	v.Times.AgentReady = time.Since(t0).Seconds()
+	v.Times.GuestInit, v.Times.GuestReady = p.Init, p.Ready
+	return v, nil
+}
+
+// Close shuts the VM down: the agent connection, then QEMU.
+func (v *VM) Close() {
+	if v.Agent != nil {
+		v.Agent.Sess.Close()
+	}
+	v.QEMU.Shutdown(5 * time.Second)
+	os.Remove(v.Transport.Dir + "/" + qemu.QMPSocket)
+	os.Remove(v.Transport.Dir + "/" + transport.SocketName)
+}

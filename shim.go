@@ -1,0 +1,31 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/runh-project/runh/hvshim/shim"
+)
+
+// shimCommand is the hidden `runh shim DIR`, the host process of one
+// VM-isolated container, and `runh shim exec DIR`, the stand-in for one
+// process exec'd in it. Both are started by the hypervisor backend
+// (libruntime/vm), never by hand.
+var shimCommand = &cli.Command{
+	Name:            "shim",
+	Hidden:          true,
+	SkipFlagParsing: true,
+	Action: func(_ context.Context, cmd *cli.Command) error {
+		args := cmd.Args().Slice()
+		switch {
+		case len(args) == 1:
+			os.Exit(shim.Main(args[0]))
+		case len(args) == 2 && args[0] == "exec":
+			os.Exit(shim.ExecMain(args[1]))
+		}
+		return errors.New("runh shim is started by runh itself")
+	},
+}
