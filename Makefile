@@ -15,6 +15,7 @@ all: bin/runh
 deps:
 	@scripts/deps.sh
 	@$(GO) mod download
+	@$(MAKE) --no-print-directory guest-kernel
 
 # One static binary: it is also copied into the VM's initrd as /init.
 bin/runh: $(GOFILES)
@@ -27,10 +28,14 @@ lint:
 	$(GO) vet -tags "$(TAGS)" ./...
 
 unit:
-	$(GO) test -tags "$(TAGS)" -count=1 ./libruntime/... $(UNIT_PKGS)
+	$(GO) test -tags "$(TAGS)" -count=1 ./libruntime/... ./hvshim/... ./bench/
+
+# Unit tests that boot a VM use the real binary.
+unit: export RUNH_TEST_BINARY = $(CURDIR)/bin/runh
+unit: bin/runh
 
 integration: bin/runh
-	$(GO) test -count=1 -timeout 20m ./integration/ $(if $(V),-v)
+	$(GO) test -count=1 -timeout 25m ./integration/ $(if $(V),-v)
 
 test: deps lint unit conformance-unit integration conformance
 

@@ -109,7 +109,8 @@ var hypervisorProbe = sync.OnceValues(func() (bool, string) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, runtimeBin, "check", "--format", "json")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	// A non-zero exit may still come with a JSON report giving the reason.
+	if err := cmd.Run(); err != nil && !json.Valid(stdout.Bytes()) {
 		return false, fmt.Sprintf("%s check --format json: %v: %s", runtimeBin, err, firstLine(stderr.String()+stdout.String()))
 	}
 	// Accept {"hypervisor": {"usable": true, ...}}, {"hypervisor": true}
