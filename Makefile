@@ -9,7 +9,7 @@ TAGS := seccomp netgo osusergo
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -extldflags -static
 GOFILES := $(shell find . -name '*.go' -not -path './integration/*' -not -path './build/*') go.mod go.sum
 
-.PHONY: all deps test unit integration lint demo clean
+.PHONY: all deps test unit fuzz integration lint demo clean
 all: bin/runh
 
 deps:
@@ -37,7 +37,7 @@ unit: bin/runh
 integration: bin/runh
 	$(GO) test -count=1 -timeout 25m ./integration/ $(if $(V),-v)
 
-test: deps lint unit conformance-unit integration conformance
+test: deps lint unit fuzz conformance-unit integration conformance
 
 demo: deps bin/runh
 	@scripts/demo.sh
@@ -46,3 +46,11 @@ clean:
 	rm -rf bin build
 
 -include mk/*.mk
+
+# Each fuzz target runs briefly in `make test`; FUZZTIME=5m for a real run.
+FUZZTIME ?= 8s
+fuzz:
+	$(GO) test -run XXX -fuzz '^FuzzLoadBundle$$' -fuzztime $(FUZZTIME) ./libruntime/
+	$(GO) test -run XXX -fuzz '^FuzzParseIsolation$$' -fuzztime $(FUZZTIME) ./libruntime/
+	$(GO) test -run XXX -fuzz '^FuzzValidateID$$' -fuzztime $(FUZZTIME) ./libruntime/
+	$(GO) test -run XXX -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./hvshim/proto/

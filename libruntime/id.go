@@ -10,7 +10,7 @@ import (
 const MaxIDLength = 200
 
 // ValidateID applies runc's rule for container IDs (letters, digits and
-// "_+-.", not "." or "..") before any path is built from an ID.
+// "_+-.") before any path is built from an ID.
 func ValidateID(id string) error {
 	if id == "" {
 		return errors.New("container id cannot be empty")
@@ -18,8 +18,10 @@ func ValidateID(id string) error {
 	if len(id) > MaxIDLength {
 		return fmt.Errorf("invalid container id: longer than %d characters", MaxIDLength)
 	}
-	if id == "." || id == ".." {
-		return fmt.Errorf("invalid container id %q", id)
+	// runc also refuses "." and ".."; runh refuses every leading dot,
+	// which it keeps for its own entries in the state root.
+	if id[0] == '.' {
+		return fmt.Errorf("invalid container id %q: must not start with a dot", id)
 	}
 	for _, r := range id {
 		switch {
