@@ -65,35 +65,49 @@ func TestGlobalFlags(t *testing.T) {
 // --preserve-fds, and run's --no-subreaper.
 func TestCreateFlags(t *testing.T) {
 	forEachMode(t, func(t *testing.T, x *h) {
-		id := x.id("cflags")
-		bundle := x.bundle("cflags", nil, "sh", "-c",
-			`echo preserved-by-create >&3; ls /; grep -c . /proc/keys 2>/dev/null; echo done`)
-		out := createFile(t, x.dir, "stdout")
-		fd3 := createFile(t, x.dir, "fd3")
-		x.cleanupContainer(id)
-		r := x.runO(opts{stdout: out, stderr: out, extra: []*os.File{fd3}},
-			"create", "--no-pivot", "--no-new-keyring", "--preserve-fds", "1", "--bundle", bundle, id)
-		if r.code != 0 {
-			t.Fatalf("create: %v: %s", r, readFile(out.Name()))
-		}
-		x.must("start", id)
-		x.waitStatus(id, "stopped")
-		if got := readFile(fd3.Name()); got != "preserved-by-create\n" {
-			t.Errorf("fd 3 got %q, want preserved-by-create", got)
-		}
-		// Even without pivot_root the container sees its own rootfs.
-		if o := readFile(out.Name()); !strings.Contains(o, "bin") || !strings.Contains(o, "done") {
-			t.Errorf("container output %q, want its rootfs listing", o)
-		}
-		x.must("delete", id)
-		x.assertGone(id)
-
-		id2 := x.id("nosub")
-		x.cleanupContainer(id2)
-		r = x.rt("run", "--no-subreaper", "--bundle", x.bundle("nosub", nil, "sh", "-c", "exit 3"), id2)
-		if r.code != 3 {
-			t.Errorf("run --no-subreaper: want exit 3: %v", r)
-		}
-		x.assertGone(id2)
+		t.Run("no-pivot-no-new-keyring", func(t *testing.T) {
+			x := x.at(t)
+			id := x.id("nopivot")
+			bundle := x.bundle("nopivot", nil, "sh", "-c", "ls /; echo done")
+			out := createFile(t, x.dir, "nopivot.out")
+			x.create(id, bundle, out, "--no-pivot", "--no-new-keyring")
+			x.must("start", id)
+			x.waitStatus(id, "stopped")
+			// Even without pivot_root the container sees its own rootfs.
+			if o := readFile(out.Name()); !strings.Contains(o, "bin") || !strings.Contains(o, "done") {
+				t.Errorf("container output %q, want its rootfs listing", o)
+			}
+			x.must("delete", id)
+			x.assertGone(id)
+		})
+		t.Run("preserve-fds", func(t *testing.T) {
+			x := x.at(t)
+			id := x.id("pfds")
+			bundle := x.bundle("pfds", nil, "sh", "-c", "echo preserved-by-create >&3")
+			fd3 := createFile(t, x.dir, "fd3")
+			x.cleanupContainer(id)
+			r := x.runO(opts{extra: []*os.File{fd3}}, "create", "--preserve-fds", "1", "--bundle", bundle, id)
+			skipIfUnsupported(t, x, r)
+			if r.code != 0 {
+				t.Fatalf("create --preserve-fds: %v", r)
+			}
+			x.must("start", id)
+			x.waitStatus(id, "stopped")
+			if got := readFile(fd3.Name()); got != "preserved-by-create\n" {
+				t.Errorf("fd 3 got %q, want preserved-by-create", got)
+			}
+			x.must("delete", id)
+			x.assertGone(id)
+		})
+		t.Run("no-subreaper", func(t *testing.T) {
+			x := x.at(t)
+			id := x.id("nosub")
+			x.cleanupContainer(id)
+			r := x.rt("run", "--no-subreaper", "--bundle", x.bundle("nosub", nil, "sh", "-c", "exit 3"), id)
+			if r.code != 3 {
+				t.Errorf("run --no-subreaper: want exit 3: %v", r)
+			}
+			x.assertGone(id)
+		})
 	})
 }

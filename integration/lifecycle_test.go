@@ -65,6 +65,11 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("pid %d, cgroups %v", s.Pid, cgroups)
+		// The container's pid (the shim, with a VM) is accounted in a
+		// cgroup of the container's own on the host.
+		if len(cgroups) == 0 {
+			t.Errorf("state pid %d is in no cgroup of its own on the host (same as the test's)", s.Pid)
+		}
 
 		x.must("start", id)
 		if s2 := x.waitStatus(id, "running"); s2.Pid != s.Pid || !pidAlive(s2.Pid) {
