@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
@@ -247,7 +248,7 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	c, err := b.load(h)
 	if err != nil {
 		if errors.Is(err, libcontainer.ErrNotExist) {
-			return nil
+			return b.destroyUnsaved(h)
 		}
 		return err
 	}
@@ -269,4 +270,40 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 		return err
 	}
 	return nil
+}
+
+// destroyUnsaved removes the cgroup of a container whose create was
+// interrupted before libcontainer saved its state: the cgroup path is
+// derived again from the bundle, as create derived it.
+func (b *Backend) destroyUnsaved(h *libruntime.Handle) error {
+	if h.Meta == nil {
+		return nil
+	}
+	bundle, err := libruntime.LoadBundle(h.Meta.Bundle)
+	if err != nil {
+		return nil // nothing to derive the cgroup from
+	}
+	cfg, err := b.config(h.ID, bundle, &libruntime.CreateOpts{})
+	if err != nil {
+		return nil
+	}
+	// Not cm.Exists(): with cgroup v1 it looks at one hierarchy only, and
+	// an interrupted create may have made only some.
+	cm, err := manager.New(cfg.Cgroups)
+	if err != nil {
+		return nil
+	}
+	if pids, err := cm.GetAllPids(); err == nil {
+		for _, pid := range pids {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	var derr error
+	for i := 0; i < 50; i++ { // killed tasks leave the cgroup once reaped
+		if derr = cm.Destroy(); derr == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("remove cgroup of interrupted create: %w", derr)
 }

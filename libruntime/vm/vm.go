@@ -147,6 +147,22 @@ func shimAlive(h *libruntime.Handle) int {
 	return sp.Pid
 }
 
+// exited reports whether the container has exited, waiting a little for
+// a shim that is still stopping its VM and closing its socket: a verb
+// racing with the container's exit must see it stopped, not fail.
+func exited(h *libruntime.Handle) bool {
+	for i := 0; i < 100; i++ {
+		if shimAlive(h) == 0 {
+			return true
+		}
+		if _, err := os.Stat(filepath.Join(h.Dir, shim.ExitFile)); err == nil {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
 func call(h *libruntime.Handle, op string, req, resp any) error {
 	if shimAlive(h) == 0 {
 		return errors.New("container is not running (its VM has stopped)")
@@ -168,7 +184,7 @@ func (b *Backend) Status(h *libruntime.Handle) (libruntime.Status, int, error) {
 	}
 	var st shim.StateReply
 	if err := shim.Call(h.Dir, shim.OpState, nil, &st, 10*time.Second); err != nil {
-		if shimAlive(h) == 0 {
+		if !shim.Answered(err) && exited(h) {
 			return libruntime.Stopped, 0, nil
 		}
 		return "", 0, err
@@ -188,7 +204,11 @@ func (b *Backend) Signal(h *libruntime.Handle, sig unix.Signal, all bool) error 
 		}
 		return errors.New("container is not running")
 	}
-	return shim.Call(h.Dir, proto.OpKill, proto.KillRequest{ID: h.ID, Signal: int(sig), All: all}, nil, callTimeout)
+	err := shim.Call(h.Dir, proto.OpKill, proto.KillRequest{ID: h.ID, Signal: int(sig), All: all}, nil, callTimeout)
+	if err != nil && !shim.Answered(err) && exited(h) {
+		return nil // it exited meanwhile: nothing left to signal
+	}
+	return err
 }
 
 // Exec implements libruntime.Backend through a `runh shim exec` helper:
@@ -234,8 +254,13 @@ func (b *Backend) Resume(h *libruntime.Handle) error {
 // container's processes have no host PIDs.
 func (b *Backend) Processes(h *libruntime.Handle) ([]int, error) {
 	var r proto.PsReply
-	err := call(h, proto.OpPs, proto.IDRequest{ID: h.ID}, &r)
-	return r.Pids, err
+	if err := call(h, proto.OpPs, proto.IDRequest{ID: h.ID}, &r); err != nil {
+		if !shim.Answered(err) && exited(h) {
+			return nil, nil // a stopped container has no processes, as with runc
+		}
+		return nil, err
+	}
+	return r.Pids, nil
 }
 
 // Update implements libruntime.Backend.
@@ -270,6 +295,9 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 		}
 	}
 	killQEMU(filepath.Join(h.Dir, "vm"))
+	if err := shim.RemoveHostCgroup(h.Dir); err != nil {
+		return fmt.Errorf("remove the VM's host cgroup: %w", err)
+	}
 	for _, n := range []string{shim.ShareName, "vm"} {
 		if err := os.RemoveAll(filepath.Join(h.Dir, n)); err != nil {
 			return err
@@ -300,6 +328,13 @@ func killQEMU(vmDir string) {
 		return
 	}
 	unix.Kill(pid, unix.SIGKILL)
+	// Its cgroup can be removed only once it has gone.
+	for i := 0; i < 100 && unix.Kill(pid, 0) == nil; i++ {
+		if _, err := shim.StartTime(pid); err != nil {
+			break // a zombie has left its cgroups
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // process is the shim (for create) or an exec helper, standing on the

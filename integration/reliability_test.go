@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestFaultKilledInit kills, with SIGKILL, the process that stands for the
+// container on the host (the init with process isolation, the shim with
+// hypervisor isolation) at created and at running: state must say stopped
+// and delete must leave nothing.
+func TestFaultKilledInit(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		for _, at := range []string{"created", "running"} {
+			id := x.id("fault-" + at)
+			x.create(id, x.bundle("fault-"+at, nil, "sleep", "1000"), nil)
+			if at == "running" {
+				x.must("start", id)
+			}
+			s := x.waitStatus(id, at)
+			if err := syscall.Kill(s.Pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %d: %v", s.Pid, err)
+			}
+			x.waitStatus(id, "stopped")
+			x.must("delete", id)
+			x.assertGone(id)
+		}
+	})
+}
+
+// TestFaultKilledVMM kills QEMU under a created and a running container.
+func TestFaultKilledVMM(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		if x.mode != ModeHypervisor {
+			t.Skip("no VMM with process isolation")
+		}
+		for _, at := range []string{"created", "running"} {
+			id := x.id("vmm-" + at)
+			x.create(id, x.bundle("vmm-"+at, nil, "sleep", "1000"), nil)
+			if at == "running" {
+				x.must("start", id)
+			}
+			x.waitStatus(id, at)
+			var qemu []int
+			for _, pid := range processesMentioning(filepath.Join(x.root, id)) {
+				if strings.Contains(readFile(fmt.Sprintf("/proc/%d/cmdline", pid)), "qemu") {
+					qemu = append(qemu, pid)
+				}
+			}
+			if len(qemu) != 1 {
+				t.Fatalf("want one QEMU of %s, found %v", id, qemu)
+			}
+			syscall.Kill(qemu[0], syscall.SIGKILL)
+			x.waitStatus(id, "stopped")
+			x.must("delete", "--force", id)
+			x.assertGone(id)
+		}
+	})
+}
+
+// TestFaultCorruptState damages a live container's metadata: state must
+// fail clearly, and delete --force must still remove everything.
+func TestFaultCorruptState(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		id := x.startContainer("corrupt", nil, "sleep", "1000")
+		pid := x.state(id).Pid
+		if err := os.WriteFile(filepath.Join(x.root, id, "runh.json"), []byte("{garbage"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := x.mustFail("state", id)
+		if !strings.Contains(r.stderr, "corrupt") {
+			t.Errorf("state of a corrupt container: %v", r)
+		}
+		x.must("delete", "--force", id)
+		x.waitPidGone(pid, x.timeout())
+		x.assertGone(id)
+	})
+}
+
+// TestFaultKilledCreate kills `create` with SIGKILL at different moments
+// of its work; a forced delete must then leave nothing behind.
+func TestFaultKilledCreate(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		delays := []time.Duration{0, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond,
+			20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond}
+		if x.mode == ModeHypervisor {
+			delays = []time.Duration{50 * time.Millisecond, 500 * time.Millisecond, 3 * time.Second}
+		}
+		bundle := x.bundle("killcreate", nil, "sleep", "1000")
+		for i, d := range delays {
+			id := x.id(fmt.Sprintf("killcreate%d", i))
+			x.cleanupContainer(id)
+			c, wait := x.start(opts{}, "create", "--bundle", bundle, id)
+			time.Sleep(d)
+			c.Process.Kill()
+			wait()
+			if r := x.rt("delete", "--force", id); r.code != 0 && !strings.Contains(r.stderr, "not exist") {
+				t.Errorf("after create killed at %v: %v", d, r)
+			}
+			x.must("list") // sweeps an interrupted create's temporary directory
+			x.assertGone(id)
+			for _, e := range x.rootEntries() {
+				t.Errorf("after create killed at %v: %s left under --root", d, e)
+			}
+		}
+	})
+}
+
+// TestConcurrentVerbs races kill, state and delete --force on one
+// container: every command ends cleanly and the container is gone after.
+func TestConcurrentVerbs(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		id := x.startContainer("race", nil, "sleep", "1000")
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var bad []string
+		for i := 0; i < 12; i++ {
+			verb := [][]string{{"kill", id, "KILL"}, {"state", id}, {"delete", "--force", id}}[i%3]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := x.rt(verb...)
+				if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") ||
+					strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 || r.err != nil {
+					mu.Lock()
+					bad = append(bad, r.String())
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		for _, b := range bad {
+			t.Errorf("racing verb: %s", b)
+		}
+		x.rt("delete", "--force", id)
+		x.assertGone(id)
+	})
+}
+
+// hostSnapshot counts what a container run could leak on the host.
+type hostSnapshot struct {
+	procs, mounts, cgroups int
+}
+
+func snapshot(ids string) hostSnapshot {
+	var s hostSnapshot
+	s.procs = len(processesMentioning(ids))
+	s.mounts = len(mountsMentioning(ids))
+	filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && strings.Contains(filepath.Base(p), ids) {
+			s.cgroups++
+		}
+		return nil
+	})
+	return s
+}
+
+// TestLoad runs many whole lifecycles at once and checks that nothing
+// fails and nothing is left: 200 with process isolation (16 at a time),
+// 10 VMs at once with hypervisor isolation.
+func TestLoad(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		n, par := 200, 16
+		if x.mode == ModeHypervisor {
+			n, par = 10, 10
+		}
+		prefix := x.id("load")
+		bundle := x.bundle("load", nil, "true")
+		before := snapshot(prefix)
+		sem := make(chan struct{}, par)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failed []string
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			x.cleanupContainer(id)
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if r := x.rt("run", "--bundle", bundle, id); r.code != 0 {
+					mu.Lock()
+					failed = append(failed, r.String())
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		t.Logf("%d lifecycles, %d at a time, in %v", n, par, time.Since(start).Round(time.Millisecond))
+		for _, f := range failed {
+			t.Errorf("lifecycle failed: %s", f)
+		}
+		if after := snapshot(prefix); after != before {
+			t.Errorf("host before %+v, after %+v", before, after)
+		}
+		if e := x.rootEntries(); len(e) != 0 {
+			t.Errorf("left under --root: %v", e)
+		}
+	})
+}
