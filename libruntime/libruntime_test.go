@@ -70,6 +70,13 @@ func TestParseIsolation(t *testing.T) {
 	if err != nil || iso.Mode != ProcessIsolation {
 		t.Fatalf("explicit process: %+v %v", iso, err)
 	}
+	pod := map[string]string{"io.kubernetes.cri.container-type": "sandbox"}
+	if _, err := ParseIsolation(pod, HypervisorIsolation); err == nil || !strings.Contains(err.Error(), "pods are not supported") {
+		t.Errorf("pod with hypervisor isolation: %v", err)
+	}
+	if _, err := ParseIsolation(pod, ProcessIsolation); err != nil {
+		t.Errorf("pod with process isolation: %v", err)
+	}
 	bad := []map[string]string{
 		{AnnotationIsolation: "vm"},
 		{AnnotationIsolation: ""},

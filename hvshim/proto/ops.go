@@ -108,3 +108,36 @@ type UpdateRequest struct {
 type StatsReply struct {
 	Stats *types.Stats `json:"stats"`
 }
+
+// OpPsInfo describes the container's processes for a ps table.
+const OpPsInfo = "ps-info"
+
+// PsInfoReply describes the container's processes, read from the guest's
+// /proc; the host formats the table.
+type PsInfoReply struct {
+	MemTotalKiB uint64   `json:"memTotalKiB"`
+	Procs       []PsProc `json:"procs"`
+}
+
+// PsProc is one process. Times are durations, not dates, so the guest's
+// clock does not matter.
+type PsProc struct {
+	Pid     int      `json:"pid"`
+	Ppid    int      `json:"ppid"`
+	Pgid    int      `json:"pgid"`
+	Sid     int      `json:"sid"`
+	UID     uint32   `json:"uid"`
+	GID     uint32   `json:"gid"`
+	User    string   `json:"user,omitempty"`  // from the container's /etc/passwd
+	Group   string   `json:"group,omitempty"` // from the container's /etc/group
+	Stat    string   `json:"stat"`            // state letter and BSD flags
+	Tty     string   `json:"tty"`             // "pts/0", or "?"
+	Comm    string   `json:"comm"`
+	Args    []string `json:"args,omitempty"`
+	CPU     float64  `json:"cpu"` // user+system seconds
+	Age     float64  `json:"age"` // seconds since the process started
+	VSZ     uint64   `json:"vsz"` // KiB
+	RSS     uint64   `json:"rss"` // KiB
+	Nice    int      `json:"nice"`
+	Threads int      `json:"threads"`
+}

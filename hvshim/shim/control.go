@@ -102,7 +102,7 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 		if req.Op == OpState {
 			out = StateReply{Status: "stopped"}
 		} else {
-			err = errors.New("container is stopped")
+			err = errors.New(StoppedMsg)
 		}
 	default:
 		switch req.Op {
@@ -118,12 +118,26 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 			var r proto.PsReply
 			err = s.agent.Call(ctx, req.Op, req.Body, &r)
 			out = r
+		case proto.OpPsInfo:
+			var r proto.PsInfoReply
+			err = s.agent.Call(ctx, req.Op, req.Body, &r)
+			out = r
 		case proto.OpStats:
 			var r proto.StatsReply
 			err = s.agent.Call(ctx, req.Op, req.Body, &r)
 			out = r
 		default:
 			err = fmt.Errorf("unknown operation %q", req.Op)
+		}
+	}
+	if err != nil && !client.IsAgentError(err) && s.exitedWithin(5*time.Second) {
+		// The link broke because the container exited meanwhile (the VM
+		// stops right after): answer as if the request came after.
+		err = nil
+		if req.Op == OpState {
+			out = StateReply{Status: "stopped"}
+		} else if req.Op != proto.OpKill && req.Op != OpShutdown {
+			err = errors.New(StoppedMsg)
 		}
 	}
 	if err != nil {
@@ -134,6 +148,17 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 		resp.Body, _ = json.Marshal(out)
 	}
 	return resp
+}
+
+// exitedWithin reports whether the container has exited or does so
+// within d: a request racing with its exit loses the agent connection.
+func (s *shim) exitedWithin(d time.Duration) bool {
+	select {
+	case <-s.exited:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // exec starts a process in the guest with the caller's stdio, answers

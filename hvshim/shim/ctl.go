@@ -2,6 +2,7 @@ package shim
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -62,13 +63,28 @@ func call(c *net.UnixConn, op string, req, resp any, files []*os.File) error {
 	return readResponse(c, op, resp)
 }
 
+// Error is an error the shim answered with, as opposed to a failed link.
+type Error struct{ Msg string }
+
+func (e *Error) Error() string { return e.Msg }
+
+// StoppedMsg answers a request that came after the container exited.
+const StoppedMsg = "container is stopped"
+
+// Answered reports whether err is the shim's answer other than
+// StoppedMsg: the container was still there to refuse the request.
+func Answered(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Msg != StoppedMsg
+}
+
 func readResponse(c io.Reader, op string, resp any) error {
 	var out proto.Response
 	if err := proto.ReadFrame(c, &out, proto.MaxFrame); err != nil {
 		return fmt.Errorf("shim %s: %w", op, err)
 	}
 	if out.Error != "" {
-		return fmt.Errorf("%s", out.Error)
+		return &Error{Msg: out.Error}
 	}
 	if resp != nil && len(out.Body) > 0 {
 		return json.Unmarshal(out.Body, resp)

@@ -73,15 +73,15 @@ type shim struct {
 	exited chan struct{} // closed when the container's init has exited
 	status int
 	relays sync.WaitGroup
-	master *os.File // init's host pty master, for resizes
-	slave  *os.File
+	slave  *os.File      // init's host pty, our controlling terminal
+	winch  chan struct{} // SIGWINCH: init's window size may have changed
 	nexec  int
 	mu     sync.Mutex
 }
 
 // Main runs the shim for the container in dir and returns its exit code.
 func Main(dir string) int {
-	s := &shim{dir: dir, exited: make(chan struct{})}
+	s := &shim{dir: dir, exited: make(chan struct{}), winch: make(chan struct{}, 1)}
 	sync := os.NewFile(SyncFd, "sync")
 	logf, _ := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	ready, ln, err := s.create()
@@ -137,6 +137,9 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	mem, cpus := vmSize(s.cfg.VM, spec)
+	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem); err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	s.vm, err = hvshim.StartVM(ctx, hvshim.VMConfig{
@@ -164,12 +167,6 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: s.cfg.ID, Spec: spec, Stdio: st}, &pid); err != nil {
 		ln.Close()
 		return nil, nil, err
-	}
-	if s.slave != nil {
-		// A size set before the pty became our terminal raised no SIGWINCH.
-		if ws, err := winsize(s.slave); err == nil && ws.Col > 0 {
-			s.resize(proto.InitKey, s.slave)
-		}
 	}
 	go s.forwardSignals()
 	go func() {
@@ -240,7 +237,10 @@ func (s *shim) forwardSignals() {
 	signal.Ignore(unix.SIGPIPE)
 	for sig := range ch {
 		if sig == unix.SIGWINCH {
-			s.resize(proto.InitKey, s.slave)
+			select {
+			case s.winch <- struct{}{}:
+			default:
+			}
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -264,8 +264,9 @@ func (s *shim) resize(key string, slave *os.File) error {
 
 // openStdio opens the process's streams to the guest and relays them: to
 // a new host pty whose master goes to the console socket (terminal), or to
-// the given files. ctty makes the pty the shim's controlling terminal, so
-// that window-size changes arrive as SIGWINCH.
+// the given files. ctty makes the pty the shim's controlling terminal (a
+// hangup by the engine then reaches init as SIGHUP, and SIGWINCH hastens
+// the resize).
 func (s *shim) openStdio(key string, terminal bool, console, in, out, errf *os.File, ctty bool, relays *sync.WaitGroup) (proto.Stdio, error) {
 	if terminal {
 		if console == nil {
@@ -299,9 +300,11 @@ func (s *shim) openStdio(key string, terminal bool, console, in, out, errf *os.F
 			io.Copy(sl, c)
 			close(done)
 		}()
-		if !ctty {
-			go s.watchSize(key, sl, done)
+		var winch chan struct{}
+		if ctty {
+			winch = s.winch
 		}
+		go s.watchSize(key, sl, done, winch)
 		return proto.Stdio{Terminal: true}, nil
 	}
 	st := proto.Stdio{Stdin: in != nil, Stdout: out != nil, Stderr: errf != nil}
@@ -346,11 +349,13 @@ func waitRelays(wg *sync.WaitGroup) {
 	}
 }
 
-// watchSize forwards size changes of a pty that is not the shim's
-// controlling terminal (an exec's), which raise no SIGWINCH here.
-func (s *shim) watchSize(key string, slave *os.File, done <-chan struct{}) {
+// watchSize forwards the size of a process's host pty to its guest pty.
+// It polls: SIGWINCH reaches the shim only for its controlling terminal,
+// and not for a size set before the shim listened for it (an engine sets
+// it as soon as create returns), so winch only hastens the next check.
+func (s *shim) watchSize(key string, slave *os.File, done, winch <-chan struct{}) {
 	var last unix.Winsize
-	t := time.NewTicker(200 * time.Millisecond)
+	t := time.NewTicker(150 * time.Millisecond)
 	defer t.Stop()
 	for {
 		// Until the process exists in the guest the call fails and is
@@ -362,6 +367,7 @@ func (s *shim) watchSize(key string, slave *os.File, done <-chan struct{}) {
 		case <-done:
 			return
 		case <-t.C:
+		case <-winch:
 		}
 	}
 }
