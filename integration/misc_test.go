@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/opencontainers/cgroups"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -202,8 +203,9 @@ func TestUpdate(t *testing.T) {
 			return []cgExpect{
 				{"memory/memory.limit_in_bytes", m, "memory.max", m},
 				{"pids/pids.max", p, "pids.max", p},
-				// v2 gets runc's conversion from shares to weight.
-				{"cpu/cpu.shares", strconv.FormatUint(shares, 10), "cpu.weight", strconv.FormatUint(1+((shares-2)*9999)/262142, 10)},
+				// v2 gets libcontainer's conversion from shares to weight,
+				// the one create uses too.
+				{"cpu/cpu.shares", strconv.FormatUint(shares, 10), "cpu.weight", strconv.FormatUint(cgroups.ConvertCPUSharesToCgroupV2Value(shares), 10)},
 			}
 		}
 

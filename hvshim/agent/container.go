@@ -8,11 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/opencontainers/cgroups"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -69,9 +67,6 @@ func init() {
 		var r proto.UpdateRequest
 		if err := json.Unmarshal(b, &r); err != nil {
 			return nil, err
-		}
-		if r.Resources != nil {
-			cpuWeight(r.Resources)
 		}
 		return nil, rt.Update(r.ID, r.Resources)
 	}
@@ -400,21 +395,4 @@ func resize(_ *server, b json.RawMessage) (any, error) {
 		return nil, errors.New("process has no terminal")
 	}
 	return nil, unix.IoctlSetWinsize(int(p.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: r.Width, Row: r.Height})
-}
-
-// cpuWeight converts CPU shares to the cgroup v2 weight, as libcontainer
-// does at create (specconv) and runc does in update: the guest has cgroup
-// v2, where libcontainer writes cpu.weight only from CpuWeight, which the
-// shared update path (libruntime/linux.ApplyResources) does not set.
-func cpuWeight(r *specs.LinuxResources) {
-	if r.CPU == nil || r.CPU.Shares == nil || *r.CPU.Shares == 0 {
-		return
-	}
-	if _, ok := r.Unified["cpu.weight"]; ok {
-		return
-	}
-	if r.Unified == nil {
-		r.Unified = map[string]string{}
-	}
-	r.Unified["cpu.weight"] = strconv.FormatUint(cgroups.ConvertCPUSharesToCgroupV2Value(*r.CPU.Shares), 10)
 }

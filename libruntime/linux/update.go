@@ -34,6 +34,11 @@ func ApplyResources(res *cgroups.Resources, r *specs.LinuxResources) {
 	}
 	if c := r.CPU; c != nil {
 		setUint(&res.CpuShares, c.Shares)
+		// cgroup v2 has no shares: libcontainer writes cpu.weight from
+		// CpuWeight only, converted as at create.
+		if c.Shares != nil && *c.Shares != 0 {
+			res.CpuWeight = cgroups.ConvertCPUSharesToCgroupV2Value(*c.Shares)
+		}
 		setInt(&res.CpuQuota, c.Quota)
 		setUint(&res.CpuPeriod, c.Period)
 		setInt(&res.CpuRtRuntime, c.RealtimeRuntime)

@@ -1,0 +1,390 @@
+package engines
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// One private containerd serves both ctr (namespace "default") and the CRI
+// (namespace "k8s.io"); it is started on first use and stopped by PID.
+var (
+	ctrdDir  string
+	ctrdSock string
+)
+
+var containerdSetup = sync.OnceValue(func() error {
+	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return fmt.Errorf("%s not installed (apt-get install --no-install-recommends containerd)", b)
+		}
+	}
+	ctrdDir = filepath.Join(baseDir, "containerd")
+	ctrdSock = filepath.Join(ctrdDir, "containerd.sock")
+	if err := os.MkdirAll(filepath.Join(ctrdDir, "cni"), 0o755); err != nil {
+		return err
+	}
+	vm := vmBin
+	if vm == "" {
+		vm = runtimeBin // the reference runtime: the handler exists but means nothing
+	}
+	// Two CRI runtime handlers over the stock runc shim, as an operator
+	// would configure them (docs/engines.md); ctr picks the binary itself.
+	conf := fmt.Sprintf(`version = 2
+root = "%[1]s/root"
+state = "%[1]s/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "%[1]s/containerd.sock"
+[ttrpc]
+  address = "%[1]s/containerd.sock.ttrpc"
+[debug]
+  level = "debug"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "%[1]s/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[4]q
+  disable_tcp_service = true
+  # Root here lacks CAP_SYS_RESOURCE: it cannot lower oom_score_adj to the
+  # sandbox's -998, so clamp it as for rootless setups.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "%[1]s/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runh"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh]
+      runtime_type = "io.containerd.runc.v2"
+      pod_annotations = ["io.runh.*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh.options]
+        BinaryName = %[2]q
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh-vm]
+      runtime_type = "io.containerd.runc.v2"
+      pod_annotations = ["io.runh.*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh-vm.options]
+        BinaryName = %[3]q
+`, ctrdDir, runtimeBin, vm, pauseName)
+	confPath := filepath.Join(ctrdDir, "config.toml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(ctrdDir, "containerd.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("containerd", "--config", confPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Pdeathsig: a test binary killed by -timeout must not leave the daemon behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	atExit(func() { stopContainerd(cmd); logf.Close() })
+	if !waitFor(30*time.Second, func() bool { return ctr("default", runOpts{}, "version").code == 0 }) {
+		return fmt.Errorf("containerd did not answer on %s: %s", ctrdSock, tailFile(filepath.Join(ctrdDir, "containerd.log"), 5))
+	}
+	archive := filepath.Join(baseDir, "busybox-oci.tar")
+	if err := ociArchive(archive); err != nil {
+		return fmt.Errorf("write OCI archive: %w", err)
+	}
+	for _, ns := range []string{"default", "k8s.io"} {
+		if r := ctr(ns, runOpts{timeout: 2 * time.Minute}, "images", "import", archive); r.code != 0 {
+			return fmt.Errorf("ctr -n %s images import: %s", ns, r)
+		}
+	}
+	return nil
+})
+
+// stopContainerd removes what is left in its namespaces (each task's shim
+// outlives containerd otherwise), then stops the daemon by PID.
+func stopContainerd(cmd *exec.Cmd) {
+	o := runOpts{timeout: time.Minute}
+	if crictlBin != "" {
+		runCmd(o, crictlArgs("rmp", "-f", "-a")...)
+	}
+	for _, ns := range []string{"default", "k8s.io"} {
+		for _, id := range strings.Fields(ctr(ns, o, "containers", "ls", "-q").stdout) {
+			ctr(ns, o, "task", "kill", "-s", "SIGKILL", id)
+			ctr(ns, o, "task", "delete", "-f", id)
+			ctr(ns, o, "containers", "rm", id)
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func tailFile(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ctr runs a ctr command against the private containerd. Its stdin is a
+// pipe held open: ctr 1.6 hangs when stdin reaches EOF before the task runs.
+func ctr(ns string, o runOpts, args ...string) result {
+	if o.stdin == nil {
+		o.holdOpen = true
+	}
+	return runCmd(o, append([]string{"ctr", "-a", ctrdSock, "-n", ns}, args...)...)
+}
+
+// ctrFlush keeps an exec'd process alive a moment after it prints: ctr 1.6
+// can drop the last output of a process that exits right after writing it
+// (a containerd client race, seen with runc and runh alike).
+const ctrFlush = "sleep 0.3"
+
+// ctrT is one ctr scenario: its mode, container ID and helpers.
+type ctrT struct {
+	t    *testing.T
+	mode string
+	id   string
+}
+
+func newCtr(t *testing.T, mode string) *ctrT {
+	name := t.Name()[strings.LastIndex(t.Name(), "/")+1:]
+	c := &ctrT{t: t, mode: mode, id: "ctr-" + mode[:1] + "-" + name}
+	t.Cleanup(func() {
+		o := runOpts{timeout: time.Minute}
+		ctr("default", o, "task", "kill", "-s", "SIGKILL", c.id)
+		ctr("default", o, "task", "delete", "-f", c.id)
+		ctr("default", o, "containers", "rm", c.id)
+		if t.Failed() {
+			t.Logf("containerd log for %s:\n%s", c.id, grepLines(readFile(filepath.Join(ctrdDir, "containerd.log")), c.id, 15))
+		}
+	})
+	return c
+}
+
+func readFile(p string) string { b, _ := os.ReadFile(p); return string(b) }
+
+// runArgs are `ctr run`'s runtime selection: the runh-vm path selects
+// hypervisor isolation, as the runc shim's BinaryName would.
+func (c *ctrT) runArgs() []string {
+	bin := runtimeBin
+	if c.mode == modeHypervisor {
+		bin = vmBin
+	}
+	return []string{"run", "--runc-binary", bin, "--runc-root", filepath.Join(ctrdDir, "runc-root")}
+}
+
+func (c *ctrT) do(args ...string) result {
+	return ctr("default", runOpts{timeout: cmdTimeout(c.mode)}, args...)
+}
+
+func (c *ctrT) ok(args ...string) string {
+	c.t.Helper()
+	r := c.do(args...)
+	if r.code != 0 || r.err != nil {
+		c.t.Fatalf("ctr %s: %s", strings.Join(args, " "), r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// run runs `ctr run [flags] IMAGE ID args...` in the foreground.
+func (c *ctrT) run(flags []string, args ...string) result {
+	argv := append(c.runArgs(), flags...)
+	argv = append(argv, imageName, c.id)
+	return c.do(append(argv, args...)...)
+}
+
+// detached starts the container's task in the background.
+func (c *ctrT) detached(flags []string, args ...string) {
+	c.t.Helper()
+	if len(args) == 0 {
+		args = []string{"sleep", "100000"}
+	}
+	r := c.run(append([]string{"-d"}, flags...), args...)
+	if r.code != 0 {
+		c.t.Fatalf("ctr run -d: %s", r)
+	}
+}
+
+func (c *ctrT) status() string {
+	for _, l := range strings.Split(c.do("task", "ls").stdout, "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == c.id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+func (c *ctrT) waitStatus(want string) {
+	c.t.Helper()
+	if !waitFor(cmdTimeout(c.mode), func() bool { return c.status() == want }) {
+		c.t.Fatalf("task %s: status %q, want %s", c.id, c.status(), want)
+	}
+}
+
+// background starts a foreground ctr command without waiting for it.
+func (c *ctrT) background(stdin io.Reader, argv []string) <-chan result {
+	ch := make(chan result, 1)
+	go func() { ch <- ctr("default", runOpts{stdin: stdin, timeout: cmdTimeout(c.mode)}, argv...) }()
+	return ch
+}
+
+func TestCtr(t *testing.T) {
+	hostKernel := strings.TrimSpace(runCmd(runOpts{}, "uname", "-r").stdout)
+	runScenarios(t, "ctr", containerdSetup, []scenario{
+		{name: "run-rm-echo", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			lines := strings.Split(expectOK(t, c.run([]string{"--rm"}, "sh", "-c", "echo hello; uname -r")), "\n")
+			if len(lines) != 2 || lines[0] != "hello" {
+				t.Fatalf("want hello and a kernel release, got %q", lines)
+			}
+			checkKernel(t, mode, hostKernel, lines[1])
+		}},
+		{name: "rootfs", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			dir := filepath.Join(t.TempDir(), "rootfs")
+			if out, err := exec.Command("cp", "-a", rootfsDir, dir).CombinedOutput(); err != nil {
+				t.Fatalf("cp rootfs: %v: %s", err, out)
+			}
+			// No image config here, so no PATH either.
+			argv := append(c.runArgs(), "--rm", "--rootfs", dir, c.id, "/bin/echo", "hello")
+			expectOut(t, c.do(argv...), 0, "hello")
+		}},
+		{name: "exit-code", fn: func(t *testing.T, mode string) {
+			expectOut(t, newCtr(t, mode).run([]string{"--rm"}, "sh", "-c", "exit 7"), 7, "")
+		}},
+		{name: "stdin", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			pr, pw := io.Pipe()
+			argv := append(c.runArgs(), "--rm", imageName, c.id, "cat") // ctr always attaches stdin
+			done := c.background(pr, argv)
+			// Feed stdin only once the task runs (the ctr 1.6 quirk).
+			c.waitStatus("RUNNING")
+			io.WriteString(pw, "hello stdin\n")
+			pw.Close()
+			expectOut(t, <-done, 0, "hello stdin")
+		}},
+		{name: "detached-exec-ps-kill-delete", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			c.detached(nil)
+			c.waitStatus("RUNNING")
+			expectOut(t, c.do("task", "exec", "--exec-id", "e1", c.id, "sh", "-c", "echo in-exec; "+ctrFlush+"; exit 5"), 5, "in-exec")
+			if ps := c.ok("task", "ps", c.id); len(strings.Split(ps, "\n")) < 2 {
+				t.Fatalf("task ps lists no process: %q", ps)
+			}
+			c.ok("task", "kill", "-s", "SIGKILL", c.id)
+			c.waitStatus("STOPPED")
+			expectDeleteStatus(t, c.do("task", "delete", c.id), 137)
+		}},
+		{name: "pause-resume", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			c.detached(nil)
+			c.waitStatus("RUNNING")
+			c.ok("task", "pause", c.id)
+			c.waitStatus("PAUSED")
+			c.ok("task", "resume", c.id)
+			c.waitStatus("RUNNING")
+			expectOut(t, c.do("task", "exec", "--exec-id", "e1", c.id, "sh", "-c", "echo alive; "+ctrFlush), 0, "alive")
+		}},
+		{name: "kill-usr1-trap", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			c.detached(nil, "sh", "-c", usr1Trap)
+			n := 0
+			if !waitFor(cmdTimeout(mode), func() bool {
+				n++
+				return c.do("task", "exec", "--exec-id", fmt.Sprintf("p%d", n), c.id, "test", "-f", "/tmp/trap-ready").code == 0
+			}) {
+				t.Fatal("trap never became ready")
+			}
+			c.ok("task", "kill", "-s", "SIGUSR1", c.id)
+			c.waitStatus("STOPPED")
+			expectDeleteStatus(t, c.do("task", "delete", c.id), 3)
+		}},
+		{name: "sigkill-137", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			done := c.background(nil, append(c.runArgs(), "--rm", imageName, c.id, "sleep", "100000"))
+			c.waitStatus("RUNNING")
+			c.ok("task", "kill", "-s", "SIGKILL", c.id)
+			if r := <-done; r.code != 137 {
+				t.Fatalf("ctr run: want exit 137, got %s", r)
+			}
+		}},
+		{name: "tty-run-exec", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			argv := append([]string{"ctr", "-a", ctrdSock, "-n", "default"}, c.runArgs()...)
+			argv = append(argv, "-t", "--rm", imageName, c.id, "tty")
+			expectPTS(t, runCmd(runOpts{holdOpen: true, timeout: cmdTimeout(mode)}, inTTY(argv)...))
+			c.detached(nil)
+			c.waitStatus("RUNNING")
+			argv = []string{"ctr", "-a", ctrdSock, "-n", "default", "task", "exec", "-t", "--exec-id", "t1", c.id, "tty"}
+			expectPTS(t, runCmd(runOpts{holdOpen: true, timeout: cmdTimeout(mode)}, inTTY(argv)...))
+		}},
+		{name: "env-cwd", fn: func(t *testing.T, mode string) {
+			r := newCtr(t, mode).run([]string{"--rm", "--env", "GREETING=hi there", "--cwd", "/tmp"}, "sh", "-c", `echo "$GREETING"; pwd`)
+			expectOut(t, r, 0, "hi there\n/tmp")
+		}},
+		{name: "read-only", fn: func(t *testing.T, mode string) {
+			r := newCtr(t, mode).run([]string{"--rm", "--read-only"}, "sh", "-c", "touch /x 2>/dev/null && echo rootfs-writable || echo rootfs-ro")
+			expectOut(t, r, 0, "rootfs-ro")
+		}},
+		{name: "mount-bind", fn: func(t *testing.T, mode string) {
+			dir := t.TempDir()
+			r := newCtr(t, mode).run([]string{"--rm", "--mount", "type=bind,src=" + dir + ",dst=/data,options=rbind:rw"},
+				"sh", "-c", "echo from-container > /data/f && cat /data/f")
+			expectOut(t, r, 0, "from-container")
+			checkFile(t, filepath.Join(dir, "f"), "from-container")
+		}},
+		{name: "privileged", fn: func(t *testing.T, mode string) {
+			expectOut(t, newCtr(t, mode).run([]string{"--rm", "--privileged"}, "sh", "-c", privCheck), 0, "privileged")
+		}},
+		{name: "uidmap", fn: func(t *testing.T, mode string) {
+			r := newCtr(t, mode).run([]string{"--rm", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"},
+				"sh", "-c", "cat /proc/self/uid_map; id -u")
+			if got := strings.Join(strings.Fields(expectOK(t, r)), " "); got != "0 100000 65536 0" {
+				t.Fatalf("uid_map and uid: got %q", got)
+			}
+		}},
+		{name: "memory-limit", fn: func(t *testing.T, mode string) {
+			// ctr's default spec mounts no cgroupfs: ask for one to read the limit inside.
+			r := newCtr(t, mode).run([]string{"--rm", "--memory-limit", "67108864", "--mount", "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro"}, "sh", "-c", catMemLimit)
+			expectOut(t, r, 0, "67108864")
+		}},
+		{name: "oom-137", fn: func(t *testing.T, mode string) {
+			r := newCtr(t, mode).run([]string{"--rm", "--memory-limit", "33554432"}, "sh", "-c", memHog)
+			if r.code != 137 {
+				t.Fatalf("want exit 137, got %s", r)
+			}
+		}},
+		{name: "task-metrics", fn: func(t *testing.T, mode string) {
+			c := newCtr(t, mode)
+			c.detached(nil)
+			c.waitStatus("RUNNING")
+			if out := c.ok("task", "metrics", c.id); !strings.Contains(out, "memory.") {
+				t.Fatalf("task metrics shows no memory figures: %q", out)
+			}
+		}},
+	})
+}
+
+// expectDeleteStatus checks the exit status `ctr task delete` reports: ctr
+// 1.6 exits 0 and warns "exit with non-zero exit code N" on stderr.
+func expectDeleteStatus(t *testing.T, r result, code int) {
+	t.Helper()
+	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("exit code %d", code)) {
+		t.Fatalf("task delete: want exit status %d reported, got %s", code, r)
+	}
+}
