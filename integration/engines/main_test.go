@@ -9,6 +9,7 @@
 //	RUNH_TEST_MODES     isolation modes to run (default process,hypervisor)
 //	ENGINE_RUNTIME_REF  run the same scenarios against this runtime instead
 //	                    (e.g. /usr/sbin/runc) as the reference; process mode only
+//	ENGINES_VM_SLOTS    hypervisor scenarios run at once (default 2)
 //	ENGINES_KEEP        keep the temp dir (engine logs) after the run
 //	ENGINES_TRACE       engines call the runtime through a wrapper that adds
 //	                    --debug and logs every call's argv and exit status to
@@ -27,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,7 +51,7 @@ var (
 	rootfsDir  string // busybox rootfs from scripts/mkrootfs.sh
 	imageTar   string // the same rootfs as a tarball (podman/docker import)
 	repoRoot   string
-	vmSlots    = make(chan struct{}, 2) // TCG boots are CPU-bound: few at once
+	vmSlots    chan struct{} // TCG boots are CPU-bound: few VM scenarios at once
 
 	// stoppers run in reverse order when the suite ends (daemons, storage).
 	stopMu   sync.Mutex
@@ -99,6 +101,11 @@ func mainWithCleanup(m *testing.M) int {
 		}
 		testModes = append(testModes, md)
 	}
+	slots := 2
+	if n, err := strconv.Atoi(os.Getenv("ENGINES_VM_SLOTS")); err == nil && n > 0 {
+		slots = n
+	}
+	vmSlots = make(chan struct{}, slots)
 	// The scenarios mostly wait on engines and daemons, so run many at once.
 	parallelSet := false
 	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
@@ -121,6 +128,7 @@ func mainWithCleanup(m *testing.M) int {
 			stoppers[i]()
 		}
 		stopMu.Unlock()
+		killLeftovers(baseDir)
 		unmountUnder(baseDir)
 		if os.Getenv("ENGINES_KEEP") != "" || os.Getenv("ENGINES_TRACE") != "" {
 			fmt.Println("engines: kept", baseDir)
@@ -224,6 +232,52 @@ func atExit(f func()) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// killLeftovers kills what a stuck runtime call left behind after the
+// daemons stopped: every process whose command line names dir (a
+// containerd-shim's -address, a runh shim's state dir) and its descendants,
+// such as the QEMU of a VM-isolated container.
+func killLeftovers(dir string) {
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	var roots []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if stat, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
+			// The fields after the parenthesised command: state, ppid, ...
+			if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+				if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
+					parent[pid], _ = strconv.Atoi(f[1])
+				}
+			}
+		}
+		if cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && bytes.Contains(cmdline, []byte(dir)) {
+			roots = append(roots, pid)
+		}
+	}
+	doomed := map[int]bool{}
+	for _, r := range roots {
+		doomed[r] = true
+	}
+	for changed := true; changed; {
+		changed = false
+		for pid, pp := range parent {
+			if doomed[pp] && !doomed[pid] {
+				doomed[pid], changed = true, true
+			}
+		}
+	}
+	for pid := range doomed {
+		fmt.Printf("engines: killing leftover process %d\n", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if len(doomed) > 0 {
+		time.Sleep(500 * time.Millisecond) // let mounts held by them go
+	}
+}
 
 // unmountUnder lazily unmounts anything an engine left mounted below dir,
 // deepest first, so that removing dir never walks into a live mount.
@@ -388,7 +442,7 @@ type runOpts struct {
 
 func cmdTimeout(mode string) time.Duration {
 	if mode == modeHypervisor {
-		return 4 * time.Minute
+		return 2 * time.Minute // a VM container takes 5-30 s here under TCG
 	}
 	return 90 * time.Second
 }
@@ -511,11 +565,14 @@ func waitFor(d time.Duration, cond func() bool) bool {
 }
 
 // Shell snippets shared by the engines' scenarios. Cgroup files are read
-// from inside the container so that the check is the same in both modes
-// (cgroup v1 on this host, cgroup v2 inside the utility VM).
+// from inside the container so that the check is the same in both modes:
+// cgroup v1 on this host (the container's own directories bound in), cgroup
+// v2 inside the utility VM, where without a cgroup namespace the container
+// sees the whole hierarchy and finds its own cgroup in /proc/self/cgroup.
 const (
-	catMemLimit = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
-	catPidsMax  = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max"
+	cgroupV2Dir = `/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)`
+	catMemLimit = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat " + cgroupV2Dir + "/memory.max"
+	catPidsMax  = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat " + cgroupV2Dir + "/pids.max"
 	// usr1Trap exits 3 on SIGUSR1; the marker file says the trap is set.
 	usr1Trap = "trap 'echo caught; exit 3' USR1; touch /tmp/trap-ready; while :; do sleep 0.1; done"
 	// memHog grows without bound: tail keeps the newline-less "line" in memory.

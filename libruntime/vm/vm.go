@@ -295,6 +295,7 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 		}
 	}
 	killQEMU(filepath.Join(h.Dir, "vm"))
+	killStragglers(h.Dir)
 	if err := shim.RemoveHostCgroup(h.Dir); err != nil {
 		return fmt.Errorf("remove the VM's host cgroup: %w", err)
 	}
@@ -307,6 +308,44 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 		os.Remove(filepath.Join(h.Dir, n))
 	}
 	return nil
+}
+
+// killStragglers ends the shims and QEMUs of this container that no pid
+// file names, as when create was killed before recording the shim: they
+// are found by their exact arguments (runh shim [exec] DIR) or, for QEMU,
+// its working directory, both unique to the container.
+func killStragglers(dir string) {
+	vmDir := filepath.Join(dir, "vm")
+	ents, _ := os.ReadDir("/proc")
+	var killed []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		ours := len(args) >= 3 && args[1] == "shim" && args[len(args)-1] == dir
+		if !ours && strings.Contains(args[0], "qemu") {
+			cwd, _ := os.Readlink("/proc/" + e.Name() + "/cwd")
+			ours = cwd == vmDir
+		}
+		if ours {
+			unix.Kill(pid, unix.SIGKILL)
+			killed = append(killed, pid)
+		}
+	}
+	for _, pid := range killed {
+		for i := 0; i < 250; i++ {
+			if _, err := shim.StartTime(pid); err != nil {
+				break // gone, or a zombie that has left its cgroups
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // killQEMU ends a QEMU that outlived its shim, found by its pid file and
