@@ -293,8 +293,12 @@ func runBadCase(t *testing.T, x *h, c badCase, id string, fixture bool) {
 	if after := x.rootEntries(); !slices.Equal(after, beforeRoot) {
 		fail("--root entries changed from %v to %v", beforeRoot, after)
 	}
-	if after := processesMentioning(x.root); !slices.Equal(after, beforeProcs) {
-		fail("processes naming %s changed from %v to %v", x.root, beforeProcs, after)
+	// Only new processes are a leak: a stopped fixture's shim may still be
+	// on its way out while the case runs.
+	for _, p := range processesMentioning(x.root) {
+		if !slices.Contains(beforeProcs, p) {
+			fail("new process %d naming %s after the failed command", p, x.root)
+		}
 	}
 	if mayCreate {
 		var left []string

@@ -122,6 +122,15 @@ func mainWithCleanup(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// Engines write a few host paths and parent cgroups whatever their
+	// configuration says: remove those this run created, once every daemon
+	// and whatever a stuck call left behind has gone.
+	var created []string
+	for _, p := range append(hostPaths, engineCgroups()...) {
+		if !fileExists(p) {
+			created = append(created, p)
+		}
+	}
 	defer func() {
 		stopMu.Lock()
 		for i := len(stoppers) - 1; i >= 0; i-- {
@@ -130,24 +139,19 @@ func mainWithCleanup(m *testing.M) int {
 		stopMu.Unlock()
 		killLeftovers(baseDir)
 		unmountUnder(baseDir)
+		for _, p := range created {
+			if strings.HasPrefix(p, "/sys/fs/cgroup/") {
+				removeCgroupTree(p)
+			} else {
+				os.RemoveAll(p)
+			}
+		}
 		if os.Getenv("ENGINES_KEEP") != "" || os.Getenv("ENGINES_TRACE") != "" {
 			fmt.Println("engines: kept", baseDir)
 		} else {
 			os.RemoveAll(baseDir)
 		}
 	}()
-	// Engines write a few host paths whatever their configuration says;
-	// remove those this run created, once every daemon has stopped.
-	for _, p := range hostPaths {
-		if !fileExists(p) {
-			atExit(func() { os.RemoveAll(p) })
-		}
-	}
-	for _, p := range engineCgroups() {
-		if !fileExists(p) {
-			atExit(func() { removeCgroupTree(p) })
-		}
-	}
 	if os.Getenv("ENGINES_TRACE") != "" {
 		if err := traceRuntime(); err != nil {
 			fmt.Fprintln(os.Stderr, "engines:", err)
