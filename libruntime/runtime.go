@@ -210,8 +210,19 @@ func (r *Runtime) List() ([]*State, error) {
 }
 
 // Kill sends sig to the container's init, or with all to every process.
+//
+// As with runc, --all on a stopped container succeeds: engines send it to
+// sweep up what a pod-shared PID namespace may have left, and the error
+// for a plain kill says "container not running", which they recognise.
 func (r *Runtime) Kill(id string, sig unix.Signal, all bool) error {
-	return r.with(id, true, "kill", []Status{Created, Running, Paused}, func(h *Handle, be Backend, _ Status) error {
+	return r.with(id, true, "kill", nil, func(h *Handle, be Backend, st Status) error {
+		if st == Stopped {
+			if all {
+				be.Signal(h, sig, true)
+				return nil
+			}
+			return fmt.Errorf("cannot kill container %q: container not running", id)
+		}
 		return be.Signal(h, sig, all)
 	})
 }

@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/runh-project/runh/hvshim/client"
 	"github.com/runh-project/runh/hvshim/proto"
+	"github.com/runh-project/runh/libruntime"
 )
 
 // Operations of the control socket, beyond the agent's own (start, kill,
@@ -112,7 +114,14 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 			out = StateReply{Status: st.Status}
 		case OpShutdown:
 			s.setExit(137)
-		case proto.OpStart, proto.OpKill, proto.OpPause, proto.OpResume, proto.OpUpdate:
+		case proto.OpStart:
+			if err = s.agent.Call(ctx, req.Op, req.Body, nil); err == nil && s.hooks != nil {
+				// A failing poststart hook is only logged, as the spec says.
+				if herr := libruntime.RunHooks("poststart", s.hooks.Poststart, s.hookState(specs.StateRunning)); herr != nil {
+					s.logf("%v", herr)
+				}
+			}
+		case proto.OpKill, proto.OpPause, proto.OpResume, proto.OpUpdate:
 			err = s.agent.Call(ctx, req.Op, req.Body, nil)
 		case proto.OpPs:
 			var r proto.PsReply

@@ -77,6 +77,10 @@ type shim struct {
 	winch  chan struct{} // SIGWINCH: init's window size may have changed
 	nexec  int
 	mu     sync.Mutex
+
+	hooks       *specs.Hooks // the hooks run on the host
+	bundle      string
+	annotations map[string]string
 }
 
 // Main runs the shim for the container in dir and returns its exit code.
@@ -163,10 +167,25 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		ln.Close()
 		return nil, nil, err
 	}
+	// Hooks of the runtime's namespaces run here on the host, the others
+	// in the guest with the container.
+	s.hooks, spec.Hooks = libruntime.HostHooks(spec.Hooks)
+	s.bundle, s.annotations = bundle.Dir, spec.Annotations
 	var pid proto.PidReply
 	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: s.cfg.ID, Spec: spec, Stdio: st}, &pid); err != nil {
 		ln.Close()
 		return nil, nil, err
+	}
+	if h := s.hooks; h != nil {
+		state := s.hookState(specs.StateCreating)
+		err := libruntime.RunHooks("prestart", h.Prestart, state)
+		if err == nil {
+			err = libruntime.RunHooks("createRuntime", h.CreateRuntime, state)
+		}
+		if err != nil {
+			ln.Close()
+			return nil, nil, err
+		}
 	}
 	go s.forwardSignals()
 	go func() {
@@ -182,6 +201,25 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		s.setExit(w.Status)
 	}()
 	return &Ready{Pid: os.Getpid(), Times: &s.vm.Times}, ln, nil
+}
+
+// hookState is the container's state as host hooks receive it; the PID
+// is the shim's, the process that stands for the container on the host.
+func (s *shim) hookState(status specs.ContainerState) *specs.State {
+	return &specs.State{
+		Version: specs.Version, ID: s.cfg.ID, Status: status, Pid: os.Getpid(),
+		Bundle: s.bundle, Annotations: s.annotations,
+	}
+}
+
+// logf appends a line to the shim's log in the state directory.
+func (s *shim) logf(format string, args ...any) {
+	f, err := os.OpenFile(filepath.Join(s.dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s %s\n", time.Now().Format(time.RFC3339), fmt.Sprintf(format, args...))
 }
 
 var exitOnce sync.Once

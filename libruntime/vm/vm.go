@@ -57,7 +57,11 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 		return nil, err
 	}
 	cmd := exec.Command(b.exe(), "shim", h.Dir)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	// With a terminal the container's stdio is the pty: the shim must not
+	// hold create's stdio, which an engine may read until EOF.
+	if o.ConsoleSocket == nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	}
 	extra := []*os.File{nil}
 	if o.ConsoleSocket != nil {
 		extra = append(extra, o.ConsoleSocket)
@@ -225,7 +229,11 @@ func (b *Backend) Exec(h *libruntime.Handle, p *specs.Process, o *libruntime.Exe
 		return nil, err
 	}
 	cmd := exec.Command(b.exe(), "shim", "exec", h.Dir)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	// With a terminal the container's stdio is the pty: the shim must not
+	// hold create's stdio, which an engine may read until EOF.
+	if o.ConsoleSocket == nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	}
 	extra := []*os.File{nil}
 	if o.ConsoleSocket != nil {
 		extra = append(extra, o.ConsoleSocket)
@@ -307,7 +315,25 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	for _, n := range []string{shim.SocketName, pidFile, shim.ConfigFile, shim.ExitFile, "boot.json"} {
 		os.Remove(filepath.Join(h.Dir, n))
 	}
+	runPoststop(h)
 	return nil
+}
+
+// runPoststop runs the bundle's poststop hooks on the host once the VM is
+// gone, as runc runs them when it destroys a container. Their failures do
+// not stop the delete.
+func runPoststop(h *libruntime.Handle) {
+	if h.Meta == nil {
+		return
+	}
+	b, err := libruntime.LoadBundle(h.Meta.Bundle)
+	if err != nil || b.Spec.Hooks == nil {
+		return
+	}
+	libruntime.RunHooks("poststop", b.Spec.Hooks.Poststop, &specs.State{
+		Version: specs.Version, ID: h.ID, Status: specs.StateStopped,
+		Bundle: h.Meta.Bundle, Annotations: h.Meta.Annotations,
+	})
 }
 
 // killStragglers ends the shims and QEMUs of this container that no pid
