@@ -37,7 +37,7 @@ unit: bin/runh
 integration: bin/runh
 	$(GO) test -count=1 -timeout 25m ./integration/ $(if $(V),-v)
 
-test: deps lint unit fuzz conformance-unit integration conformance
+test: deps lint unit fuzz conformance-unit integration engines conformance
 
 demo: deps bin/runh
 	@scripts/demo.sh

