@@ -244,9 +244,10 @@ type opts struct {
 	stdout *os.File // default: a temp file (never a pipe: containers inherit it)
 	stderr *os.File
 	extra  []*os.File
-	noRoot bool   // do not pass --root
-	ctty   bool   // new session with stdin as controlling terminal
-	bin    string // run this binary instead of the runtime under test
+	noRoot bool     // do not pass --root
+	ctty   bool     // new session with stdin as controlling terminal
+	bin    string   // run this binary instead of the runtime under test
+	env    []string // added to the environment
 }
 
 // cmd builds the runtime command with --root and a deadline. Stdio defaults
@@ -265,6 +266,9 @@ func (x *h) cmd(o opts, args ...string) (*exec.Cmd, func() result) {
 	}
 	c := exec.CommandContext(ctx, bin, full...)
 	c.Stdin = o.stdin
+	if o.env != nil {
+		c.Env = append(os.Environ(), o.env...)
+	}
 	outF, errF := o.stdout, o.stderr
 	var tmp []*os.File
 	for _, p := range []**os.File{&outF, &errF} {

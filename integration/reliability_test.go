@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestFaultKilledInit kills, with SIGKILL, the process that stands for the
@@ -201,6 +203,70 @@ func TestLoad(t *testing.T) {
 		if after := snapshot(prefix); after != before {
 			t.Errorf("host before %+v, after %+v", before, after)
 		}
+		if e := x.rootEntries(); len(e) != 0 {
+			t.Errorf("left under --root: %v", e)
+		}
+	})
+}
+
+// TestFaultGuestPanic panics the guest kernel (sysrq "c", from a process in
+// the container) at created (through exec) and at running: the container
+// must read stopped and delete must leave nothing.
+func TestFaultGuestPanic(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		if x.mode != ModeHypervisor {
+			t.Skip("a kernel panic with process isolation would be the host's")
+		}
+		writable := func(s *specs.Spec) {
+			var ro []string
+			for _, p := range s.Linux.ReadonlyPaths {
+				if p != "/proc/sysrq-trigger" {
+					ro = append(ro, p)
+				}
+			}
+			s.Linux.ReadonlyPaths = ro
+		}
+		panicNow := []string{"sh", "-c", "echo c > /proc/sysrq-trigger"}
+		for _, at := range []string{"created", "running"} {
+			id := x.id("panic-" + at)
+			x.create(id, x.bundle("panic-"+at, writable, "sleep", "1000"), nil)
+			if at == "running" {
+				x.must("start", id)
+			}
+			x.waitStatus(id, at)
+			x.rt(append([]string{"exec", id}, panicNow...)...) // may fail: the VM dies under it
+			x.waitStatus(id, "stopped")
+			x.must("delete", id)
+			x.assertGone(id)
+		}
+	})
+}
+
+// TestFaultNoGuestKernel points runh at a kernel that does not boot:
+// create must fail with one clear line and leave nothing.
+func TestFaultNoGuestKernel(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		if x.mode != ModeHypervisor {
+			t.Skip("no guest kernel with process isolation")
+		}
+		guest := filepath.Join(x.dir, "badguest")
+		if err := os.MkdirAll(guest, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// A kernel image QEMU cannot load, with no modules.
+		os.WriteFile(filepath.Join(guest, "vmlinuz"), []byte("not a kernel"), 0o644)
+		os.WriteFile(filepath.Join(guest, "modules.dep"), nil, 0o644)
+		os.WriteFile(filepath.Join(guest, "version"), []byte("0.0.0-bad\n"), 0o644)
+		id := x.id("badkernel")
+		x.cleanupContainer(id)
+		r := x.runO(opts{env: []string{"RUNH_GUEST_DIR=" + guest}}, "create", "--bundle", x.bundle("badkernel", nil, "true"), id)
+		if r.code == 0 {
+			t.Fatalf("create with a bad kernel succeeded: %v", r)
+		}
+		if n := strings.Count(strings.TrimSpace(r.stderr), "\n"); n != 0 || r.stderr == "" {
+			t.Errorf("want one stderr line: %v", r)
+		}
+		x.assertGone(id)
 		if e := x.rootEntries(); len(e) != 0 {
 			t.Errorf("left under --root: %v", e)
 		}
