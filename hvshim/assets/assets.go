@@ -58,6 +58,12 @@ func Load(dir string) (*Guest, error) {
 	if _, err := os.Stat(g.Kernel); err != nil {
 		return nil, fmt.Errorf("guest kernel: %w", err)
 	}
+	// The uncompressed kernel, where guest-kernel.sh could extract one,
+	// boots through PVH and skips the bzImage's own decompression, which
+	// costs seconds under TCG.
+	if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err == nil {
+		g.Kernel = filepath.Join(dir, "vmlinux")
+	}
 	if v, err := os.ReadFile(filepath.Join(dir, "version")); err == nil {
 		g.Version = strings.TrimSpace(string(v))
 	}

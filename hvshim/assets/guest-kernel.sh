@@ -43,6 +43,19 @@ for m in "$@"; do add "$m"; done
 sort -o "$new/modules.dep" "$new/modules.dep"
 
 cp "$tmp/root/boot/vmlinuz-$rel" "$new/vmlinuz"
+# The uncompressed ELF kernel boots through its PVH entry point without the
+# bzImage decompressing itself, which under TCG takes seconds. Debian's is
+# xz-compressed inside vmlinuz; keep it only if it is an ELF with the PVH
+# note (Xen note type 0x12), else QEMU boots vmlinuz as before.
+off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$new/vmlinuz" | head -n1 | cut -d: -f1)
+if [ -n "$off" ] && tail -c +"$((off + 1))" "$new/vmlinuz" | xz -dc >"$new/vmlinux" 2>/dev/null ||
+	[ -s "$new/vmlinux" ]; then
+	if ! readelf -n "$new/vmlinux" 2>/dev/null | grep -q '0x00000012'; then
+		rm -f "$new/vmlinux"
+	fi
+else
+	rm -f "$new/vmlinux"
+fi
 echo "$rel" >"$new/version"
 mkdir -p "$(dirname "$out")"
 rm -rf "$out.old"
