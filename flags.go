@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,4 +91,25 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// idVerb builds a verb that takes exactly one container ID and calls fn
+// on it, which is all that start, pause and resume do.
+func idVerb(name, usage string, fn func(*libruntime.Runtime, string) error) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "<container-id>",
+		Action: func(_ context.Context, cmd *cli.Command) error {
+			id, err := containerID(cmd, 1)
+			if err != nil {
+				return err
+			}
+			rt, err := newRuntime(cmd.Root())
+			if err != nil {
+				return err
+			}
+			return fn(rt, id)
+		},
+	}
 }

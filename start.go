@@ -1,24 +1,5 @@
 package main
 
-import (
-	"context"
+import "github.com/runh-project/runh/libruntime"
 
-	"github.com/urfave/cli/v3"
-)
-
-var startCommand = &cli.Command{
-	Name:      "start",
-	Usage:     "run the user process of a created container",
-	ArgsUsage: "<container-id>",
-	Action: func(_ context.Context, cmd *cli.Command) error {
-		id, err := containerID(cmd, 1)
-		if err != nil {
-			return err
-		}
-		rt, err := newRuntime(cmd.Root())
-		if err != nil {
-			return err
-		}
-		return rt.Start(id)
-	},
-}
+var startCommand = idVerb("start", "run the user process of a created container", (*libruntime.Runtime).Start)
