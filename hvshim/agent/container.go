@@ -294,8 +294,17 @@ func create(s *server, b json.RawMessage) (any, error) {
 	if sio.console != nil {
 		o.ConsoleSocket = sio.console
 	}
+	return launch(proto.InitKey, sio, func() (libruntime.Process, error) {
+		return rt.Create(r.ID, dir, "", o)
+	})
+}
+
+// launch starts a container process with start, under the reaper's lock
+// so that the reaper cannot take its exit status first, and tracks it
+// under key with its stdio.
+func launch(key string, sio *stdio, start func() (libruntime.Process, error)) (any, error) {
 	reaperMu.RLock()
-	p, err := rt.Create(r.ID, dir, "", o)
+	p, err := start()
 	if err == nil {
 		manage(p.Pid(), true)
 	}
@@ -308,7 +317,7 @@ func create(s *server, b json.RawMessage) (any, error) {
 	if err := sio.started(proc); err != nil {
 		p.Signal(unix.SIGKILL)
 	}
-	track(proto.InitKey, proc, sio)
+	track(key, proc, sio)
 	return proto.PidReply{Pid: p.Pid()}, nil
 }
 
@@ -331,22 +340,9 @@ func execProcess(s *server, b json.RawMessage) (any, error) {
 	if sio.console != nil {
 		o.ConsoleSocket = sio.console
 	}
-	reaperMu.RLock()
-	p, err := rt.Exec(r.ID, r.Process, "", o)
-	if err == nil {
-		manage(p.Pid(), true)
-	}
-	reaperMu.RUnlock()
-	if err != nil {
-		sio.release()
-		return nil, err
-	}
-	proc := &process{p: p, done: make(chan struct{})}
-	if err := sio.started(proc); err != nil {
-		p.Signal(unix.SIGKILL)
-	}
-	track(r.Key, proc, sio)
-	return proto.PidReply{Pid: p.Pid()}, nil
+	return launch(r.Key, sio, func() (libruntime.Process, error) {
+		return rt.Exec(r.ID, r.Process, "", o)
+	})
 }
 
 func wait(_ *server, b json.RawMessage) (any, error) {
