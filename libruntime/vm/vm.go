@@ -303,7 +303,11 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 		}
 	}
 	killQEMU(filepath.Join(h.Dir, "vm"))
-	killStragglers(h.Dir)
+	// Only a create killed before it recorded the shim leaves processes no
+	// pid file names; scanning /proc is not worth it on every delete.
+	if _, err := os.Stat(filepath.Join(h.Dir, pidFile)); errors.Is(err, os.ErrNotExist) {
+		killStragglers(h.Dir)
+	}
 	if err := shim.RemoveHostCgroup(h.Dir); err != nil {
 		return fmt.Errorf("remove the VM's host cgroup: %w", err)
 	}
