@@ -21,6 +21,9 @@ func (r *Runtime) Run(id, bundleDir, pidFile string, o *CreateOpts, detach, keep
 		}
 		return 0, nil
 	}
+	if err := ValidateID(id); err != nil {
+		return 0, err
+	}
 	b, err := LoadBundle(bundleDir)
 	if err != nil {
 		return 0, err
@@ -38,13 +41,14 @@ func (r *Runtime) Run(id, bundleDir, pidFile string, o *CreateOpts, detach, keep
 	if sock != nil {
 		o.ConsoleSocket = sock
 	}
-	p, err := r.Create(id, bundleDir, pidFile, o)
+	p, err := r.create(id, b, pidFile, o)
 	if sock != nil {
 		sock.Close()
 	}
 	if err != nil {
 		return 0, err
 	}
+	fg.Ready()
 	if err := r.Start(id); err != nil {
 		p.Signal(unix.SIGKILL)
 		r.Delete(id, true)

@@ -33,7 +33,7 @@ func (r *Runtime) backend(m Mode) (Backend, error) {
 
 // Create makes a container from a bundle and leaves it waiting for start.
 // On any error nothing is left behind.
-func (r *Runtime) Create(id, bundleDir, pidFile string, o *CreateOpts) (p Process, err error) {
+func (r *Runtime) Create(id, bundleDir, pidFile string, o *CreateOpts) (Process, error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -41,6 +41,11 @@ func (r *Runtime) Create(id, bundleDir, pidFile string, o *CreateOpts) (p Proces
 	if err != nil {
 		return nil, err
 	}
+	return r.create(id, b, pidFile, o)
+}
+
+// create is Create for a validated ID and a loaded bundle.
+func (r *Runtime) create(id string, b *Bundle, pidFile string, o *CreateOpts) (p Process, err error) {
 	iso, err := ParseIsolation(b.Spec.Annotations, r.Default)
 	if err != nil {
 		return nil, err

@@ -27,6 +27,15 @@ import (
 // state in a subdirectory of runh's state directory named by the ID.
 type Backend struct {
 	SystemdCgroup bool
+
+	// open holds the containers this process created or loaded, so that a
+	// verb sequence in one process (run: create, start, wait, delete; or
+	// the guest agent serving many verbs) loads each from disk once, as
+	// libcontainer intends its Container to be used. A CLI verb is one
+	// process, so nothing outlives the verb that another process could
+	// have changed underneath.
+	mu   sync.Mutex
+	open map[string]*libcontainer.Container
 }
 
 var _ libruntime.Backend = (*Backend)(nil)
@@ -71,6 +80,7 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, _ libr
 		c.Destroy()
 		return nil, err
 	}
+	b.keep(h.ID, c)
 	return &process{pid: pid}, nil
 }
 
@@ -106,7 +116,33 @@ func (b *Backend) config(id string, bundle *libruntime.Bundle, o *libruntime.Cre
 }
 
 func (b *Backend) load(h *libruntime.Handle) (*libcontainer.Container, error) {
-	return libcontainer.Load(h.Dir, h.ID)
+	b.mu.Lock()
+	c := b.open[h.ID]
+	b.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	c, err := libcontainer.Load(h.Dir, h.ID)
+	if err != nil {
+		return nil, err
+	}
+	b.keep(h.ID, c)
+	return c, nil
+}
+
+func (b *Backend) keep(id string, c *libcontainer.Container) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open == nil {
+		b.open = map[string]*libcontainer.Container{}
+	}
+	b.open[id] = c
+}
+
+func (b *Backend) forget(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.open, id)
 }
 
 // Start implements libruntime.Backend.
@@ -246,6 +282,7 @@ func (b *Backend) Stats(h *libruntime.Handle) (*types.Stats, error) {
 // processes is killed and given a few seconds to die first.
 func (b *Backend) Destroy(h *libruntime.Handle) error {
 	c, err := b.load(h)
+	defer b.forget(h.ID)
 	if err != nil {
 		if errors.Is(err, libcontainer.ErrNotExist) {
 			return b.destroyUnsaved(h)
