@@ -38,7 +38,10 @@ const (
 )
 
 func newBench(ctx context.Context, c *config) (*bench, error) {
-	for _, p := range []string{c.Runh, c.Runc, c.Crun} {
+	for _, p := range []string{c.Runh, c.Runc, c.Crun, c.RuncSrc} {
+		if p == "" {
+			continue
+		}
 		if _, err := exec.LookPath(p); err != nil {
 			return nil, fmt.Errorf("runtime %s: %w", p, err)
 		}
@@ -54,6 +57,9 @@ func newBench(ctx context.Context, c *config) (*bench, error) {
 		return &runtime{Name: name, Path: path, Root: filepath.Join(dir, "root-"+name), Global: global, Timeout: time.Minute}
 	}
 	b.rts = []*runtime{mk("runh", c.Runh), mk("runc", c.Runc), mk("crun", c.Crun)}
+	if c.RuncSrc != "" {
+		b.rts = append(b.rts, mk(runcSrcName, c.RuncSrc))
+	}
 	b.vm = mk("runh-vm", c.Runh, "--isolation", "hypervisor")
 	b.vm.Timeout = 2 * time.Minute // TCG boots take seconds, more on a busy host
 	for _, r := range append(b.rts, b.vm) {
@@ -93,7 +99,7 @@ func newBench(ctx context.Context, c *config) (*bench, error) {
 func environment(c *config) Env {
 	var u unix.Utsname
 	unix.Uname(&u)
-	return Env{
+	e := Env{
 		Kernel:   unix.ByteSliceToString(u.Release[:]),
 		CPU:      firstField("/proc/cpuinfo", "model name"),
 		Cores:    goruntime.NumCPU(),
@@ -105,7 +111,15 @@ func environment(c *config) Env {
 		GoVersion:   goruntime.Version(),
 		Interleaved: "each iteration runs every contender once; the starting contender rotates per iteration",
 	}
+	if c.RuncSrc != "" {
+		e.Versions[runcSrcName] = version(c.RuncSrc)
+	}
+	return e
 }
+
+// runcSrcName is the optional contender built from the runc module runh
+// links: the same libcontainer, so runh/runc-src is what runh adds to it.
+const runcSrcName = "runc-src"
 
 func (b *bench) run() error {
 	sections := []struct {

@@ -25,6 +25,7 @@ var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-r
 
 type config struct {
 	Runh, Runc, Crun string
+	RuncSrc          string // optional: runc built from the libcontainer runh links
 	Sections         []string
 	N, Warmup, MemN  int
 	TPTotal          int
@@ -53,6 +54,7 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&c.Runh, "runh", "bin/runh", "runh binary")
 	flag.StringVar(&c.Runc, "runc", "/usr/sbin/runc", "runc binary (Debian's)")
 	flag.StringVar(&c.Crun, "crun", "/usr/bin/crun", "crun binary (Debian's)")
+	flag.StringVar(&c.RuncSrc, "runc-src", "", "optional: runc built from the runc module runh links, to tell libcontainer's cost from runh's own")
 	flag.StringVar(&sections, "sections", "all", "comma-separated sections: "+strings.Join(allSections, ","))
 	flag.IntVar(&c.N, "n", 60, "timed iterations per runtime for latencies")
 	flag.IntVar(&c.Warmup, "warmup", 3, "untimed iterations per runtime before each latency section")

@@ -35,13 +35,19 @@ func (r *Report) reading() []string {
 			if q, ok := run.ratio("runh/crun"); ok {
 				line += fmt.Sprintf(", runh/crun %.2f (target ≤ %.2f: %s)", q, targetRunVsCrun, verdict(q <= targetRunVsCrun))
 			}
+			if q, ok := run.ratio("runh/" + runcSrcName); ok {
+				line += fmt.Sprintf("; runh/%s %.2f (same libcontainer: what runh adds to it)", runcSrcName, q)
+			}
 			out = append(out, line+".")
 		}
 	}
 	if s := r.runVersusVerbs(); s != "" {
 		out = append(out, s)
 	}
-	for _, other := range []string{"runc", "crun"} {
+	for _, other := range []string{"runc", "crun", runcSrcName} {
+		if _, ok := r.Env.Versions[other]; !ok {
+			continue // the optional contender was not run
+		}
 		if s := r.largestExcess(other); s != "" {
 			out = append(out, s)
 		}

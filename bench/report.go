@@ -74,7 +74,11 @@ func (r *Report) markdown(jsonPath string) string {
 	}
 	fmt.Fprintf(&b, ". Run of %s on %s (%d cores, %s RAM), Linux %s, in %.0f s.\n\n",
 		r.Date, e.CPU, e.Cores, e.MemTotal, e.Kernel, e.Duration)
-	fmt.Fprintf(&b, "- Contenders: runh `%s`; runc `%s`; crun `%s`.\n", e.Versions["runh"], e.Versions["runc"], e.Versions["crun"])
+	fmt.Fprintf(&b, "- Contenders: runh `%s`; runc `%s`; crun `%s`", e.Versions["runh"], e.Versions["runc"], e.Versions["crun"])
+	if v, ok := e.Versions[runcSrcName]; ok {
+		fmt.Fprintf(&b, "; %s `%s`, runc built from the module runh links (the same libcontainer), so runh/%s is what runh adds to libcontainer", runcSrcName, v, runcSrcName)
+	}
+	b.WriteString(".\n")
 	fmt.Fprintf(&b, "- cgroups: %s.\n", e.Cgroup)
 	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) at start %s, at end %s; highest 1-min load between sections %.2f.\n",
 		e.LoadStart, e.LoadEnd, e.MaxLoad1)

@@ -5,6 +5,7 @@
 # hybrid layout) and writes docs/benchmarks.md and docs/benchmarks.json.
 #
 #   make bench                         everything (about 5-10 minutes on 2 cores)
+#                                      runh, Debian's runc and crun, and runc-src
 #   make bench BENCH_FLAGS='-sections run,verbs -n 20'
 #   make bench BENCH_FLAGS='-md build/bench.md -json build/bench.json'
 #   build/bench -h                     all flags
@@ -28,7 +29,23 @@ bench-build:
 	@mkdir -p $(dir $(BENCH_BIN))
 	$(GO) build -o $(BENCH_BIN) ./bench
 
+# runc-src: runc built from the very runc module (libcontainer) runh links,
+# fetched by the Go module proxy like any dependency. Debian's runc 1.1 is
+# the comparison operators make; this one tells what runh adds to
+# libcontainer from what libcontainer's newer versions cost themselves.
+RUNC_SRC_VER := $(shell $(GO) list -m -f '{{.Version}}' github.com/opencontainers/runc 2>/dev/null)
+RUNC_SRC := build/runc-src/runc-$(RUNC_SRC_VER)
+
+$(RUNC_SRC): go.mod
+	@set -e; dir=$$($(GO) mod download -json github.com/opencontainers/runc@$(RUNC_SRC_VER) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	rm -rf build/runc-src/src && mkdir -p build/runc-src && cp -r "$$dir" build/runc-src/src && chmod -R u+w build/runc-src/src; \
+	cd build/runc-src/src && CGO_ENABLED=1 $(GO) build -trimpath -tags seccomp \
+		-ldflags "-s -w -X main.version=$(patsubst v%,%,$(RUNC_SRC_VER)) -extldflags -static" -o ../runc-$(RUNC_SRC_VER) . 2>/dev/null
+	@rm -rf build/runc-src/src
+
 bench: bench-deps bin/runh bench-build
 	-@$(MAKE) --no-print-directory $(BENCH_GUEST)
+	-@$(MAKE) --no-print-directory $(RUNC_SRC)
 	$(BENCH_BIN) -runh bin/runh -runc /usr/sbin/runc -crun /usr/bin/crun \
+		$$(test -x $(RUNC_SRC) && echo -runc-src $(RUNC_SRC)) \
 		-md docs/benchmarks.md -json docs/benchmarks.json $(BENCH_FLAGS)
