@@ -48,7 +48,7 @@ var checkCommand = &cli.Command{
 		fmt.Printf("  accelerator:  %s (%s)\n", h.Accel, h.AccelReason)
 		fmt.Printf("  transport:    %s (vhost-vsock: %v)\n", h.Transport, h.VhostVsock)
 		fmt.Printf("  qemu:         %s %s\n", orNone(h.QEMU), h.QEMUVersion)
-		fmt.Printf("  guest kernel: %s %s (%d modules)\n", orNone(h.Kernel), h.KernelVersion, h.Modules)
+		fmt.Printf("  guest kernel: %s %s, %s (%d modules)\n", orNone(h.Kernel), h.KernelVersion, orNone(h.KernelFlavor), h.Modules)
 		fmt.Printf("  initrd:       %s (cache %s)\n", orNone(h.Initrd), h.InitrdCache)
 		return nil
 	},

@@ -19,6 +19,7 @@ type CheckReport struct {
 	QEMUVersion   string `json:"qemuVersion,omitempty"`
 	Kernel        string `json:"kernel,omitempty"`
 	KernelVersion string `json:"kernelVersion,omitempty"`
+	KernelFlavor  string `json:"kernelFlavor,omitempty"` // "runh" (own minimal kernel) or "distribution"
 	Modules       int    `json:"modules"`
 	Initrd        string `json:"initrd,omitempty"` // cached initrd for this binary, if built
 	InitrdCache   string `json:"initrdCache"`
@@ -50,7 +51,7 @@ func Check() CheckReport {
 	if g, err := assets.Find(); err != nil {
 		reasons = append(reasons, err.Error())
 	} else {
-		r.Kernel, r.KernelVersion, r.Modules = g.Kernel, g.Version, len(g.Modules)
+		r.Kernel, r.KernelVersion, r.KernelFlavor, r.Modules = g.Kernel, g.Version, g.Flavor, len(g.Modules)
 		spec := initrd.Spec{Init: "/proc/self/exe", Modules: g.Modules}
 		if key, err := spec.Key(); err == nil {
 			p := initrd.CacheDir() + "/initrd-" + key[:32] + ".cpio"

@@ -23,9 +23,14 @@ func needVM(t *testing.T) *assets.Guest {
 		t.Skip("qemu-system-x86_64 not installed")
 	}
 	if os.Getenv(assets.EnvDir) == "" {
-		// go test runs from the package directory, the binary elsewhere.
-		if d, err := filepath.Abs("../build/guest"); err == nil {
-			t.Setenv(assets.EnvDir, d)
+		// go test runs from the package directory, the binary elsewhere:
+		// the repository's kernels, runh's own first, as Find orders them.
+		for _, d := range []string{"../build/guest", "../build/guest-debian"} {
+			if _, err := assets.Load(d); err == nil {
+				d, _ = filepath.Abs(d)
+				t.Setenv(assets.EnvDir, d)
+				break
+			}
 		}
 	}
 	g, err := assets.Find()
@@ -54,6 +59,27 @@ func agentBinary(t *testing.T) string {
 func TestBootPing(t *testing.T) {
 	needVM(t)
 	bin := agentBinary(t)
+	// runh's own kernel is the default, Debian's the fallback: the agent
+	// must come up on both, so each present in the repository is booted.
+	booted := 0
+	for _, d := range []string{"../build/guest", "../build/guest-debian"} {
+		g, err := assets.Load(d)
+		if err != nil {
+			continue
+		}
+		booted++
+		t.Run(g.Flavor, func(t *testing.T) {
+			d, _ := filepath.Abs(d)
+			t.Setenv(assets.EnvDir, d)
+			bootPing(t, bin)
+		})
+	}
+	if booted == 0 { // assets elsewhere: whatever Find picks
+		bootPing(t, bin)
+	}
+}
+
+func bootPing(t *testing.T, bin string) {
 	t.Setenv(initrd.EnvCacheDir, t.TempDir())
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

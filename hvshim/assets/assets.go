@@ -1,7 +1,11 @@
 // Package assets finds the guest kernel and its modules on the host.
 //
-// The directory layout is the one `make guest-kernel` (mk/guest.mk) writes:
-// vmlinuz, modules/*.ko and modules.dep.
+// `make guest-kernel` (mk/guest.mk) writes two directories:
+//   - build/guest: runh's own kernel (hvshim/assets/build-kernel.sh):
+//     vmlinux, version, config, flavor ("runh"); everything built in.
+//   - build/guest-debian: Debian's kernel, the fallback
+//     (hvshim/assets/guest-kernel.sh): vmlinuz, vmlinux if it could be
+//     extracted, version, modules/*.ko and modules.dep.
 package assets
 
 import (
@@ -15,36 +19,63 @@ import (
 	"strings"
 )
 
-// EnvDir overrides the guest asset directory.
+// EnvDir overrides the guest asset directory: when set, it is the only
+// directory Find looks in.
 const EnvDir = "RUNH_GUEST_DIR"
+
+// Kernel flavors.
+const (
+	FlavorRunh         = "runh"         // runh's own minimal kernel, everything built in
+	FlavorDistribution = "distribution" // a distribution's generic kernel and its modules
+)
 
 // Guest is a located set of guest assets.
 type Guest struct {
 	Dir     string   // the asset directory
-	Kernel  string   // path of vmlinuz
+	Kernel  string   // path of vmlinux (preferred) or vmlinuz
 	Version string   // kernel release, if recorded
+	Flavor  string   // FlavorRunh or FlavorDistribution
 	Modules []string // module paths, each after its dependencies
 }
 
-// SearchDirs returns the directories Find tries, in order.
-func SearchDirs() []string {
-	var dirs []string
-	if d := os.Getenv(EnvDir); d != "" {
-		dirs = append(dirs, d)
-	}
+// Roots returns the installation roots Find searches, in order; in each it
+// prefers runh's kernel (guest/) to Debian's (guest-debian/).
+func Roots() []string {
+	var roots []string
 	if exe, err := os.Executable(); err == nil {
 		if exe, err = filepath.EvalSymlinks(exe); err == nil {
-			dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "build", "guest"))
+			roots = append(roots, filepath.Join(filepath.Dir(exe), "..", "build"))
 		}
 	}
-	return append(dirs, "/usr/local/share/runh/guest", "/usr/share/runh/guest")
+	return append(roots, "/usr/local/share/runh", "/usr/share/runh")
 }
 
-// Find returns the first directory of SearchDirs holding a kernel.
+// SearchDirs returns the directories Find tries, in order: $RUNH_GUEST_DIR
+// alone when set, else guest/ then guest-debian/ of each root.
+func SearchDirs() []string {
+	return searchDirs(os.Getenv(EnvDir), Roots())
+}
+
+func searchDirs(env string, roots []string) []string {
+	if env != "" {
+		return []string{env}
+	}
+	var dirs []string
+	for _, r := range roots {
+		dirs = append(dirs, filepath.Join(r, "guest"), filepath.Join(r, "guest-debian"))
+	}
+	return dirs
+}
+
+// Find returns the assets of the first directory of SearchDirs holding a
+// kernel.
 func Find() (*Guest, error) {
-	dirs := SearchDirs()
+	return findIn(SearchDirs())
+}
+
+func findIn(dirs []string) (*Guest, error) {
 	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "vmlinuz")); err == nil {
+		if hasKernel(d) {
 			return Load(filepath.Clean(d))
 		}
 	}
@@ -52,20 +83,36 @@ func Find() (*Guest, error) {
 		strings.Join(dirs, ", "), EnvDir)
 }
 
+func hasKernel(dir string) bool {
+	for _, n := range []string{"vmlinux", "vmlinuz"} {
+		if st, err := os.Stat(filepath.Join(dir, n)); err == nil && st.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
+}
+
 // Load reads the assets of one directory.
 func Load(dir string) (*Guest, error) {
-	g := &Guest{Dir: dir, Kernel: filepath.Join(dir, "vmlinuz")}
-	if _, err := os.Stat(g.Kernel); err != nil {
-		return nil, fmt.Errorf("guest kernel: %w", err)
+	g := &Guest{Dir: dir, Flavor: FlavorDistribution}
+	// The uncompressed ELF kernel boots through PVH and skips the
+	// bzImage's own decompression, which costs seconds under TCG. runh's
+	// kernel has only that; for Debian's, guest-kernel.sh extracts it
+	// from vmlinuz when it can.
+	for _, n := range []string{"vmlinux", "vmlinuz"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			g.Kernel = filepath.Join(dir, n)
+			break
+		}
 	}
-	// The uncompressed kernel, where guest-kernel.sh could extract one,
-	// boots through PVH and skips the bzImage's own decompression, which
-	// costs seconds under TCG.
-	if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err == nil {
-		g.Kernel = filepath.Join(dir, "vmlinux")
+	if g.Kernel == "" {
+		return nil, fmt.Errorf("guest kernel: no vmlinux or vmlinuz in %s", dir)
 	}
 	if v, err := os.ReadFile(filepath.Join(dir, "version")); err == nil {
 		g.Version = strings.TrimSpace(string(v))
+	}
+	if f, err := os.ReadFile(filepath.Join(dir, "flavor")); err == nil && strings.TrimSpace(string(f)) == FlavorRunh {
+		g.Flavor = FlavorRunh
 	}
 	f, err := os.Open(filepath.Join(dir, "modules.dep"))
 	if errors.Is(err, os.ErrNotExist) {
