@@ -3,7 +3,6 @@ package agent
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,22 +51,27 @@ func loadModules() error {
 	return sc.Err()
 }
 
-// switchRoot moves to a tmpfs root, as an initramfs init must before
-// pivot_root can work for containers (pivot_root refuses the initramfs),
-// then re-executes /init there. It does not return on success.
+// switchRoot moves out of the initramfs, as an initramfs init must before
+// pivot_root can work for containers (pivot_root refuses the initramfs
+// mount itself), then re-executes /init there so that /proc/self/exe, from
+// which libcontainer starts its init, is reachable from the new root. It
+// does not return on success.
+//
+// The new root is a directory of the initramfs bind-mounted onto itself: a
+// mount with a parent, which pivot_root accepts, holding /init by a rename
+// rather than a copy of the whole binary (time under TCG, and guest memory).
 func switchRoot() error {
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", newRoot, "tmpfs", 0, "mode=0755"); err != nil {
-		return fmt.Errorf("mount tmpfs root: %w", err)
+	// Before the bind mount: rename does not cross mounts.
+	if err := os.Rename(initrd.InitPath, newRoot+initrd.InitPath); err != nil {
+		return fmt.Errorf("move /init: %w", err)
 	}
-	if err := copyFile(initrd.InitPath, newRoot+initrd.InitPath, 0o755); err != nil {
-		return err
+	os.RemoveAll(initrd.ModulesDir) // loaded: free their initramfs memory
+	if err := unix.Mount(newRoot, newRoot, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind new root: %w", err)
 	}
-	// Free the initramfs copy: only the new root's is used from now on.
-	os.Remove(initrd.InitPath)
-	os.RemoveAll(initrd.ModulesDir)
 	if err := unix.Chdir(newRoot); err != nil {
 		return err
 	}
@@ -82,23 +86,6 @@ func switchRoot() error {
 	}
 	env := append(os.Environ(), stateEnv+"=2")
 	return unix.Exec(initrd.InitPath, []string{initrd.InitPath}, env)
-}
-
-func copyFile(src, dst string, perm os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 type mount struct {
