@@ -20,6 +20,7 @@ var specCommand = &cli.Command{
 	},
 	Action: func(_ context.Context, cmd *cli.Command) error {
 		spec := specconv.Example()
+		spec.Hostname = "runh" // libcontainer's example names runc
 		if cmd.Bool("rootless") {
 			specconv.ToRootless(spec)
 		}
