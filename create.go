@@ -12,11 +12,7 @@ var createCommand = &cli.Command{
 	ArgsUsage: "<container-id>",
 	Flags:     []cli.Flag{bundleFlag, consoleSocketFlag, pidFileFlag, noPivotFlag, noNewKeyringFlag, preserveFdsFlag},
 	Action: func(_ context.Context, cmd *cli.Command) error {
-		id, err := containerID(cmd, 1)
-		if err != nil {
-			return err
-		}
-		rt, err := newRuntime(cmd.Root())
+		rt, id, err := target(cmd, 1)
 		if err != nil {
 			return err
 		}

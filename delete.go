@@ -17,11 +17,7 @@ var deleteCommand = &cli.Command{
 		&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "kill the container first if it is running"},
 	},
 	Action: func(_ context.Context, cmd *cli.Command) error {
-		id, err := containerID(cmd, 1)
-		if err != nil {
-			return err
-		}
-		rt, err := newRuntime(cmd.Root())
+		rt, id, err := target(cmd, 1)
 		if err != nil {
 			return err
 		}

@@ -38,11 +38,7 @@ var execCommand = &cli.Command{
 		&cli.StringFlag{Name: "cgroup", Hidden: true},
 	},
 	Action: func(_ context.Context, cmd *cli.Command) error {
-		id, err := containerID(cmd, 0)
-		if err != nil {
-			return err
-		}
-		rt, err := newRuntime(cmd.Root())
+		rt, id, err := target(cmd, 0)
 		if err != nil {
 			return err
 		}

@@ -39,6 +39,17 @@ func containerID(cmd *cli.Command, want int) (string, error) {
 	return id, libruntime.ValidateID(id)
 }
 
+// target returns the container ID a verb names (want as for containerID)
+// and the runtime of the state root it lives in.
+func target(cmd *cli.Command, want int) (*libruntime.Runtime, string, error) {
+	id, err := containerID(cmd, want)
+	if err != nil {
+		return nil, "", err
+	}
+	rt, err := newRuntime(cmd.Root())
+	return rt, id, err
+}
+
 // absPath resolves a path flag now, before anything changes directory.
 func absPath(cmd *cli.Command, name string) (string, error) {
 	p := cmd.String(name)
@@ -101,11 +112,7 @@ func idVerb(name, usage string, fn func(*libruntime.Runtime, string) error) *cli
 		Usage:     usage,
 		ArgsUsage: "<container-id>",
 		Action: func(_ context.Context, cmd *cli.Command) error {
-			id, err := containerID(cmd, 1)
-			if err != nil {
-				return err
-			}
-			rt, err := newRuntime(cmd.Root())
+			rt, id, err := target(cmd, 1)
 			if err != nil {
 				return err
 			}

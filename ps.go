@@ -19,11 +19,7 @@ var psCommand = &cli.Command{
 	StopOnNthArg: &one,
 	Flags:        []cli.Flag{formatFlag},
 	Action: func(_ context.Context, cmd *cli.Command) error {
-		id, err := containerID(cmd, 0)
-		if err != nil {
-			return err
-		}
-		rt, err := newRuntime(cmd.Root())
+		rt, id, err := target(cmd, 0)
 		if err != nil {
 			return err
 		}

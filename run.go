@@ -16,11 +16,7 @@ var runCommand = &cli.Command{
 		&cli.BoolFlag{Name: "no-subreaper", Usage: "accepted for runc compatibility; runh always reaps its container"},
 	},
 	Action: func(_ context.Context, cmd *cli.Command) error {
-		id, err := containerID(cmd, 1)
-		if err != nil {
-			return err
-		}
-		rt, err := newRuntime(cmd.Root())
+		rt, id, err := target(cmd, 1)
 		if err != nil {
 			return err
 		}

@@ -11,11 +11,7 @@ var stateCommand = &cli.Command{
 	Usage:     "print the state of a container as JSON",
 	ArgsUsage: "<container-id>",
 	Action: func(_ context.Context, cmd *cli.Command) error {
-		id, err := containerID(cmd, 1)
-		if err != nil {
-			return err
-		}
-		rt, err := newRuntime(cmd.Root())
+		rt, id, err := target(cmd, 1)
 		if err != nil {
 			return err
 		}
