@@ -56,16 +56,7 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(b.exe(), "shim", h.Dir)
-	// With a terminal the container's stdio is the pty: the shim must not
-	// hold create's stdio, which an engine may read until EOF.
-	if o.ConsoleSocket == nil {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
-	}
-	extra := []*os.File{nil}
-	if o.ConsoleSocket != nil {
-		extra = append(extra, o.ConsoleSocket)
-	}
+	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", h.Dir)
 	// The shim gets its own session (it outlives create) and mount
 	// namespace (the share's bind mounts die with it, however it dies).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
@@ -83,6 +74,21 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 		h.WriteJSON("boot.json", ready.Times)
 	}
 	return p, nil
+}
+
+// shimCommand returns a shim helper's command and its extra files for
+// startHelper: a slot for the sync pipe, then the console socket if any.
+// With a terminal the container's stdio is the pty, so the shim does not
+// hold the caller's stdio, which an engine may read until EOF.
+func (b *Backend) shimCommand(stdio *libruntime.Stdio, console *os.File, args ...string) (*exec.Cmd, []*os.File) {
+	cmd := exec.Command(b.exe(), args...)
+	extra := []*os.File{nil}
+	if console != nil {
+		extra = append(extra, console)
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
+	}
+	return cmd, extra
 }
 
 // startHelper starts a shim process with a sync pipe as fd 3 (extra[0]
@@ -228,16 +234,7 @@ func (b *Backend) Exec(h *libruntime.Handle, p *specs.Process, o *libruntime.Exe
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(b.exe(), "shim", "exec", h.Dir)
-	// With a terminal the container's stdio is the pty: the shim must not
-	// hold create's stdio, which an engine may read until EOF.
-	if o.ConsoleSocket == nil {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
-	}
-	extra := []*os.File{nil}
-	if o.ConsoleSocket != nil {
-		extra = append(extra, o.ConsoleSocket)
-	}
+	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", "exec", h.Dir)
 	if o.Detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
