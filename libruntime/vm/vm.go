@@ -56,6 +56,13 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}
+	// Poststop hooks are those of create's config, as with runc, whatever
+	// becomes of the bundle before delete.
+	if hk := bundle.Spec.Hooks; hk != nil && len(hk.Poststop) > 0 {
+		if err := h.WriteJSON(poststopFile, hk.Poststop); err != nil {
+			return nil, err
+		}
+	}
 	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", h.Dir)
 	// The shim gets its own session (it outlives create) and mount
 	// namespace (the share's bind mounts die with it, however it dies).
@@ -320,18 +327,21 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	return nil
 }
 
-// runPoststop runs the bundle's poststop hooks on the host once the VM is
-// gone, as runc runs them when it destroys a container. Their failures do
-// not stop the delete.
+// poststopFile holds the poststop hooks create saw.
+const poststopFile = "poststop.json"
+
+// runPoststop runs the poststop hooks saved by create on the host once the
+// VM is gone, as runc runs them when it destroys a container. Their
+// failures do not stop the delete.
 func runPoststop(h *libruntime.Handle) {
-	if h.Meta == nil {
+	path := filepath.Join(h.Dir, poststopFile)
+	data, err := os.ReadFile(path)
+	os.Remove(path)
+	var hooks []specs.Hook
+	if err != nil || h.Meta == nil || json.Unmarshal(data, &hooks) != nil {
 		return
 	}
-	b, err := libruntime.LoadBundle(h.Meta.Bundle)
-	if err != nil || b.Spec.Hooks == nil {
-		return
-	}
-	libruntime.RunHooks("poststop", b.Spec.Hooks.Poststop, &specs.State{
+	libruntime.RunHooks("poststop", hooks, &specs.State{
 		Version: specs.Version, ID: h.ID, Status: specs.StateStopped,
 		Bundle: h.Meta.Bundle, Annotations: h.Meta.Annotations,
 	})
