@@ -87,12 +87,9 @@ type shim struct {
 func Main(dir string) int {
 	s := &shim{dir: dir, exited: make(chan struct{}), winch: make(chan struct{}, 1)}
 	sync := os.NewFile(SyncFd, "sync")
-	logf, _ := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	ready, ln, err := s.create()
 	if err != nil {
-		if logf != nil {
-			fmt.Fprintf(logf, "%s create: %v\n", time.Now().Format(time.RFC3339), err)
-		}
+		s.logf("create: %v", err)
 		json.NewEncoder(sync).Encode(Ready{Error: err.Error()})
 		sync.Close()
 		if s.vm != nil {
