@@ -19,21 +19,29 @@ import (
 // and delete must leave nothing.
 func TestFaultKilledInit(t *testing.T) {
 	forEachMode(t, func(t *testing.T, x *h) {
-		for _, at := range []string{"created", "running"} {
-			id := x.id("fault-" + at)
-			x.create(id, x.bundle("fault-"+at, nil, "sleep", "1000"), nil)
-			if at == "running" {
-				x.must("start", id)
-			}
-			s := x.waitStatus(id, at)
+		x.faultAt("fault", nil, func(id string, s state) {
 			if err := syscall.Kill(s.Pid, syscall.SIGKILL); err != nil {
 				t.Fatalf("kill %d: %v", s.Pid, err)
 			}
-			x.waitStatus(id, "stopped")
-			x.must("delete", id)
-			x.assertGone(id)
-		}
+		})
 	})
+}
+
+// faultAt creates a sleeping container, once left created and once
+// started, applies fault to it in that state, and checks that it then
+// reads stopped and that delete leaves nothing.
+func (x *h) faultAt(name string, mutate func(*specs.Spec), fault func(id string, s state)) {
+	for _, at := range []string{"created", "running"} {
+		id := x.id(name + "-" + at)
+		x.create(id, x.bundle(name+"-"+at, mutate, "sleep", "1000"), nil)
+		if at == "running" {
+			x.must("start", id)
+		}
+		fault(id, x.waitStatus(id, at))
+		x.waitStatus(id, "stopped")
+		x.must("delete", id)
+		x.assertGone(id)
+	}
 }
 
 // TestFaultKilledVMM kills QEMU under a created and a running container.
@@ -42,13 +50,7 @@ func TestFaultKilledVMM(t *testing.T) {
 		if x.mode != ModeHypervisor {
 			t.Skip("no VMM with process isolation")
 		}
-		for _, at := range []string{"created", "running"} {
-			id := x.id("vmm-" + at)
-			x.create(id, x.bundle("vmm-"+at, nil, "sleep", "1000"), nil)
-			if at == "running" {
-				x.must("start", id)
-			}
-			x.waitStatus(id, at)
+		x.faultAt("vmm", nil, func(id string, _ state) {
 			var qemu []int
 			for _, pid := range processesMentioning(filepath.Join(x.root, id)) {
 				if strings.Contains(readFile(fmt.Sprintf("/proc/%d/cmdline", pid)), "qemu") {
@@ -59,10 +61,7 @@ func TestFaultKilledVMM(t *testing.T) {
 				t.Fatalf("want one QEMU of %s, found %v", id, qemu)
 			}
 			syscall.Kill(qemu[0], syscall.SIGKILL)
-			x.waitStatus(id, "stopped")
-			x.must("delete", "--force", id)
-			x.assertGone(id)
-		}
+		})
 	})
 }
 
@@ -227,18 +226,9 @@ func TestFaultGuestPanic(t *testing.T) {
 			s.Linux.ReadonlyPaths = ro
 		}
 		panicNow := []string{"sh", "-c", "echo c > /proc/sysrq-trigger"}
-		for _, at := range []string{"created", "running"} {
-			id := x.id("panic-" + at)
-			x.create(id, x.bundle("panic-"+at, writable, "sleep", "1000"), nil)
-			if at == "running" {
-				x.must("start", id)
-			}
-			x.waitStatus(id, at)
+		x.faultAt("panic", writable, func(id string, _ state) {
 			x.rt(append([]string{"exec", id}, panicNow...)...) // may fail: the VM dies under it
-			x.waitStatus(id, "stopped")
-			x.must("delete", id)
-			x.assertGone(id)
-		}
+		})
 	})
 }
 
