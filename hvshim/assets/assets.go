@@ -75,7 +75,7 @@ func Find() (*Guest, error) {
 
 func findIn(dirs []string) (*Guest, error) {
 	for _, d := range dirs {
-		if hasKernel(d) {
+		if kernelIn(d) != "" {
 			return Load(filepath.Clean(d))
 		}
 	}
@@ -83,28 +83,23 @@ func findIn(dirs []string) (*Guest, error) {
 		strings.Join(dirs, ", "), EnvDir)
 }
 
-func hasKernel(dir string) bool {
+// kernelIn returns the kernel image of dir, or "". The uncompressed ELF
+// kernel comes first: it boots through PVH and skips the bzImage's own
+// decompression, which costs seconds under TCG. runh's kernel has only
+// that; for Debian's, guest-kernel.sh extracts it from vmlinuz when it can.
+func kernelIn(dir string) string {
 	for _, n := range []string{"vmlinux", "vmlinuz"} {
-		if st, err := os.Stat(filepath.Join(dir, n)); err == nil && st.Mode().IsRegular() {
-			return true
+		p := filepath.Join(dir, n)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
 		}
 	}
-	return false
+	return ""
 }
 
 // Load reads the assets of one directory.
 func Load(dir string) (*Guest, error) {
-	g := &Guest{Dir: dir, Flavor: FlavorDistribution}
-	// The uncompressed ELF kernel boots through PVH and skips the
-	// bzImage's own decompression, which costs seconds under TCG. runh's
-	// kernel has only that; for Debian's, guest-kernel.sh extracts it
-	// from vmlinuz when it can.
-	for _, n := range []string{"vmlinux", "vmlinuz"} {
-		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
-			g.Kernel = filepath.Join(dir, n)
-			break
-		}
-	}
+	g := &Guest{Dir: dir, Kernel: kernelIn(dir), Flavor: FlavorDistribution}
 	if g.Kernel == "" {
 		return nil, fmt.Errorf("guest kernel: no vmlinux or vmlinuz in %s", dir)
 	}
