@@ -52,3 +52,29 @@ func TestNotesKept(t *testing.T) {
 		t.Errorf("notes not kept:\n%s", b)
 	}
 }
+
+// TestReadingOptionalContender: runc-src is read about when it ran, and
+// not claimed beaten when it did not.
+func TestReadingOptionalContender(t *testing.T) {
+	for _, withSrc := range []bool{false, true} {
+		rts := []string{"runh", "runc", "crun"}
+		versions := map[string]string{"runh": "1", "runc": "1", "crun": "1"}
+		if withSrc {
+			rts = append(rts, runcSrcName)
+			versions[runcSrcName] = "1"
+		}
+		r := &Report{Env: Env{Versions: versions}}
+		for _, row := range []string{rowRun, rowCreate} {
+			x := r.result(process, "latency", row, "ms", false, rts...)
+			for _, rt := range rts {
+				x.add(rt, 10)
+			}
+			x.add("runh", 12) // median above the others
+		}
+		r.finalize()
+		text := strings.Join(r.reading(), "\n")
+		if got := strings.Contains(text, runcSrcName); got != withSrc {
+			t.Errorf("runc-src ran: %v, reading mentions it: %v\n%s", withSrc, got, text)
+		}
+	}
+}
