@@ -50,6 +50,7 @@ var checkCommand = &cli.Command{
 		fmt.Printf("  qemu:         %s %s\n", orNone(h.QEMU), h.QEMUVersion)
 		fmt.Printf("  guest kernel: %s %s, %s (%d modules)\n", orNone(h.Kernel), h.KernelVersion, orNone(h.KernelFlavor), h.Modules)
 		fmt.Printf("  initrd:       %s (cache %s)\n", orNone(h.Initrd), h.InitrdCache)
+		fmt.Printf("  network:      %s\n", h.Network)
 		return nil
 	},
 }

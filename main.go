@@ -43,6 +43,14 @@ func init() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init()
 	}
+	// The shim and the agent enter other network namespaces on threads of
+	// their own (vmnet). /proc/PID/ns/net shows the main thread's, which
+	// engines' hooks use to find the container's network: keep the main
+	// goroutine on the main thread (locked during init, it stays so), so
+	// no other goroutine ever runs there.
+	if (len(os.Args) > 1 && os.Args[1] == "shim") || agent.IsAgent() {
+		runtime.LockOSThread()
+	}
 }
 
 func main() {

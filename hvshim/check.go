@@ -1,12 +1,16 @@
 package hvshim
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/runh-project/runh/hvshim/assets"
 	"github.com/runh-project/runh/hvshim/initrd"
 	"github.com/runh-project/runh/hvshim/qemu"
 	"github.com/runh-project/runh/hvshim/transport"
+	"github.com/runh-project/runh/hvshim/vmnet"
 )
 
 // CheckReport is what `runh check` shows about hypervisor isolation.
@@ -23,6 +27,7 @@ type CheckReport struct {
 	Modules       int    `json:"modules"`
 	Initrd        string `json:"initrd,omitempty"` // cached initrd for this binary, if built
 	InitrdCache   string `json:"initrdCache"`
+	Network       string `json:"network"` // "available", or why not
 	Usable        bool   `json:"usable"`
 	Reason        string `json:"reason,omitempty"` // why not usable
 }
@@ -60,6 +65,10 @@ func Check() CheckReport {
 			}
 		}
 	}
+	r.Network = "available"
+	if err := networkSupport(); err != nil {
+		r.Network = err.Error()
+	}
 	if os.Geteuid() != 0 {
 		reasons = append(reasons, "hypervisor isolation needs root (9p passthrough, mounts)")
 	}
@@ -68,6 +77,28 @@ func Check() CheckReport {
 		r.Reason = joinReasons(reasons)
 	}
 	return r
+}
+
+// networkSupport says why VM containers cannot have their engine's network
+// here, or nil: the host needs tap devices, the guest kernel virtio-net.
+func networkSupport() error {
+	if err := vmnet.HostSupport(); err != nil {
+		return err
+	}
+	g, err := assets.Find()
+	if err != nil {
+		return err
+	}
+	for _, m := range g.Modules {
+		if strings.HasPrefix(filepath.Base(m), "virtio_net.") {
+			return nil
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(g.Kernel), "config"))
+	if err == nil && strings.Contains(string(b), "\nCONFIG_VIRTIO_NET=y") {
+		return nil
+	}
+	return fmt.Errorf("guest kernel %s has no virtio-net driver (rebuild it: make guest-kernel)", g.Kernel)
 }
 
 func joinReasons(rs []string) string {

@@ -29,6 +29,7 @@ type VMConfig struct {
 	CPUs      int
 	Accel     string // "" probes
 	Share     string // host directory mounted at agent.ShareDir; "" for none
+	NICs      []qemu.NIC
 	Init      string // binary to run as /init; "" is this executable
 	Debug     bool
 	Transport transport.Kind // "" picks the best
@@ -91,7 +92,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	qc := &qemu.Config{
 		Dir: c.Dir, Kernel: g.Kernel, Initrd: rd,
 		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Accel: accel.Name,
-		Transport: tr, Debug: c.Debug,
+		Transport: tr, Debug: c.Debug, NICs: c.NICs,
 	}
 	if c.Debug {
 		qc.Append = append(qc.Append, "runh.debug=1")

@@ -113,6 +113,22 @@ var badNoContainer = []badCase{
 	{name: "namespace-unknown", args: createWith(func(t *testing.T, _ string, s *specs.Spec) {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})
 	}), keywords: []string{"namespace", "bogus"}},
+	{name: "rootfs-symlink", args: createWith(func(t *testing.T, bundle string, s *specs.Spec) {
+		link := filepath.Join(bundle, "rootfs-link")
+		if err := os.Symlink(rootfsDir, link); err != nil {
+			t.Fatal(err)
+		}
+		s.Root.Path = link
+	}), keywords: []string{"symlink"}},
+	{name: "netns-path-missing", args: createWith(func(t *testing.T, bundle string, s *specs.Spec) {
+		setNetNS(s, filepath.Join(bundle, "no-netns"))
+	}), keywords: []string{"no-netns", "no such file", "network namespace"}},
+	{name: "netns-path-not-ns", args: createWith(func(t *testing.T, bundle string, s *specs.Spec) {
+		setNetNS(s, filepath.Join(bundle, "config.json"))
+	}), keywords: []string{"namespace"}},
+	{name: "host-network-vm", args: createWith(func(t *testing.T, bundle string, s *specs.Spec) {
+		setNetNS(s, "-")
+	}), keywords: []string{"host network", "host's network"}, modes: []string{ModeHypervisor}},
 	{name: "isolation-unknown", args: annotation(IsolationAnnotation, "bogus"), keywords: []string{IsolationAnnotation}, runcDiff: runcAnn},
 	{name: "annotation-unknown", args: annotation("io.runh.typo", "1"), keywords: []string{"io.runh.typo"}, runcDiff: runcAnn},
 	{name: "vm-memory-bad", args: annotation("io.runh.vm.memory", "lots"), keywords: []string{"io.runh.vm.memory"}, runcDiff: runcAnn},
@@ -326,4 +342,19 @@ func cgroupCandidates(id string) []string {
 	}
 	slices.Sort(dirs)
 	return dirs
+}
+
+// setNetNS points the spec's network namespace at path, or with "-"
+// removes it (host network).
+func setNetNS(s *specs.Spec, path string) {
+	var out []specs.LinuxNamespace
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type != specs.NetworkNamespace {
+			out = append(out, ns)
+		}
+	}
+	if path != "-" {
+		out = append(out, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: path})
+	}
+	s.Linux.Namespaces = out
 }

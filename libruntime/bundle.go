@@ -88,7 +88,13 @@ func (b *Bundle) check() error {
 	}
 	root := s.Root.Path
 	if !filepath.IsAbs(root) {
-		root = filepath.Join(b.Dir, root)
+		// Relative to the bundle's real path, as runc resolves it from
+		// its working directory there.
+		dir, err := filepath.EvalSymlinks(b.Dir)
+		if err != nil {
+			dir = b.Dir
+		}
+		root = filepath.Join(dir, root)
 	}
 	fi, err := os.Stat(root)
 	if err != nil {
@@ -96,6 +102,11 @@ func (b *Bundle) check() error {
 	}
 	if !fi.IsDir() {
 		return fmt.Errorf("rootfs %s: not a directory", s.Root.Path)
+	}
+	// As libcontainer refuses it, for both isolation modes: a symlinked
+	// rootfs could be switched to another tree between check and use.
+	if real, err := filepath.EvalSymlinks(root); err != nil || real != filepath.Clean(root) {
+		return fmt.Errorf("rootfs %s: invalid rootfs: not an absolute path, or a symlink", s.Root.Path)
 	}
 	b.Rootfs = filepath.Clean(root)
 	if s.Linux == nil {

@@ -11,7 +11,7 @@
 # module proxy into build/engines/bin. Where one cannot be had, its scenarios
 # skip with the reason instead of failing the build.
 
-ENGINES_PKGS := podman conmon containerd docker.io
+ENGINES_PKGS := podman conmon containerd docker.io containernetworking-plugins iptables
 CRICTL_VERSION ?= v1.37.0
 CRICTL := build/engines/bin/crictl
 ENGINES_REF ?= /usr/sbin/runc

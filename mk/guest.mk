@@ -35,7 +35,7 @@ GUEST_DIR ?= build/guest
 GUEST_DEBIAN_DIR ?= build/guest-debian
 # The newest 6.1 unsigned amd64 image apt knows, unless given.
 GUEST_KERNEL_PKG ?= $(shell apt-cache search --names-only '^linux-image-6\.1\.[0-9.]+-[0-9]+-amd64-unsigned$$' 2>/dev/null | cut -d' ' -f1 | sort -V | tail -n1)
-GUEST_MODULES ?= virtio_mmio virtio_console vsock vmw_vsock_virtio_transport \
+GUEST_MODULES ?= virtio_mmio virtio_console virtio_net vsock vmw_vsock_virtio_transport \
 	vmw_vsock_virtio_transport_common 9p 9pnet 9pnet_virtio netfs fscache overlay
 
 .PHONY: guest-kernel guest-kernel-runh guest-kernel-debian guest-clean

@@ -107,6 +107,16 @@ var baseMounts = []mount{
 	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 }
 
+// guestSysctls make the guest's memory behave as the host's does for a
+// container: an allocation beyond the VM's free RAM succeeds (as the host,
+// with far more RAM, lets it), and the container's own memory limit, not
+// the guest's overcommit heuristic, ends the process (OOM kill, exit 137).
+// (The agent keeps the default OOM score: its children inherit it, and a
+// container whose processes could not be killed would hang at its limit.)
+var guestSysctls = [][2]string{
+	{"/proc/sys/vm/overcommit_memory", "1"},
+}
+
 func mountBase() error {
 	for _, m := range baseMounts {
 		if err := os.MkdirAll(m.dst, 0o755); err != nil {
@@ -130,6 +140,11 @@ func mountBase() error {
 		os.WriteFile("/sys/fs/cgroup/cgroup.subtree_control", []byte(strings.Join(ctl, " ")), 0)
 	}
 	unix.Sethostname([]byte("runh"))
+	for _, w := range guestSysctls {
+		if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
+			return fmt.Errorf("%s: %w", w[0], err)
+		}
+	}
 	return loopbackUp()
 }
 

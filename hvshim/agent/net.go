@@ -1,11 +1,35 @@
 package agent
 
 import (
+	"encoding/json"
+	"net"
+
 	"golang.org/x/sys/unix"
+
+	"github.com/runh-project/runh/hvshim/proto"
+	"github.com/runh-project/runh/hvshim/vmnet"
 )
 
-// loopbackUp brings up lo, the only interface a VM-isolated container gets
-// (the same view as a fresh network namespace).
+func init() {
+	handlers[proto.OpNetwork] = network
+}
+
+// network recreates the container's host network in the guest (vmnet);
+// the reply names the namespace the container joins.
+func network(s *server, body json.RawMessage) (any, error) {
+	var cfg vmnet.Config
+	if err := json.Unmarshal(body, &cfg); err != nil {
+		return nil, err
+	}
+	path, err := vmnet.Setup(&cfg, func() (net.Conn, error) { return s.sess.Open() })
+	if err != nil {
+		return nil, err
+	}
+	return proto.NetworkReply{Path: path}, nil
+}
+
+// loopbackUp brings up the guest's own lo (containers get theirs from
+// libcontainer, or from vmnet.Setup).
 func loopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

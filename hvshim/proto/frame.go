@@ -80,6 +80,10 @@ type Hello struct {
 const (
 	KindRPC   = "rpc"
 	KindStdio = "stdio"
+	// KindDNS is opened by the guest: one DNS query relayed to a name
+	// server of the container's host namespace (Process: its address,
+	// Stream: "udp" or "tcp").
+	KindDNS = "dns"
 )
 
 // Header opens a stream.

@@ -22,7 +22,15 @@ const (
 	OpUpdate  = "update"
 	OpStats   = "stats"
 	OpCloseIn = "close-stdin"
+	// OpNetwork gives the guest the container's network (a vmnet.Config)
+	// before OpCreate; it answers a NetworkReply.
+	OpNetwork = "network"
 )
+
+// NetworkReply names the guest network namespace the container joins.
+type NetworkReply struct {
+	Path string `json:"path,omitempty"`
+}
 
 // Stdio says which streams the host opened for a process (named by its
 // process key): a "tty" stream, or any of "stdin", "stdout", "stderr".

@@ -30,6 +30,13 @@ type Share struct {
 	ReadOnly bool
 }
 
+// NIC is a virtio-net device backed by an open tap device.
+type NIC struct {
+	Tap *os.File
+	MAC string
+	MTU int
+}
+
 // Config describes one VM.
 type Config struct {
 	Binary    string // QEMU; found in PATH when empty
@@ -41,6 +48,7 @@ type Config struct {
 	CPUs      int
 	Accel     string // KVM or TCG
 	Shares    []Share
+	NICs      []NIC
 	Transport *transport.Host
 	Debug     bool // verbose kernel console
 }
@@ -123,6 +131,15 @@ func (c *Config) Args() ([]string, []*os.File) {
 	if c.Transport != nil {
 		a, f := c.Transport.QEMUArgs(0)
 		args, files = append(args, a...), f
+	}
+	for i, n := range c.NICs {
+		// QEMU gets the tap open: it needs neither /dev/net/tun nor the
+		// container's network namespace.
+		id := "net" + strconv.Itoa(i)
+		args = append(args,
+			"-netdev", fmt.Sprintf("tap,id=%s,fd=%d", id, 3+len(files)),
+			"-device", fmt.Sprintf("virtio-net-device,netdev=%s,mac=%s,host_mtu=%d", id, n.MAC, n.MTU))
+		files = append(files, n.Tap)
 	}
 	return args, files
 }

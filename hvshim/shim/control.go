@@ -16,7 +16,6 @@ import (
 
 	"github.com/runh-project/runh/hvshim/client"
 	"github.com/runh-project/runh/hvshim/proto"
-	"github.com/runh-project/runh/libruntime"
 )
 
 // Operations of the control socket, beyond the agent's own (start, kill,
@@ -117,7 +116,7 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 		case proto.OpStart:
 			if err = s.agent.Call(ctx, req.Op, req.Body, nil); err == nil && s.hooks != nil {
 				// A failing poststart hook is only logged, as the spec says.
-				if herr := libruntime.RunHooks("poststart", s.hooks.Poststart, s.hookState(specs.StateRunning)); herr != nil {
+				if herr := s.runHooks("poststart", s.hooks.Poststart, s.hookState(specs.StateRunning)); herr != nil {
 					s.logf("%v", herr)
 				}
 			}

@@ -104,17 +104,3 @@ func bindInto(src, dst string, dirOnly bool) error {
 	}
 	return nil
 }
-
-// checkNetwork refuses what the VM cannot give: joining a host network
-// namespace. A new one (or none) gets the guest's loopback-only network.
-func checkNetwork(spec *specs.Spec) error {
-	if spec.Linux == nil {
-		return nil
-	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace && ns.Path != "" {
-			return fmt.Errorf("joining network namespace %s is not supported yet with hypervisor isolation", ns.Path)
-		}
-	}
-	return nil
-}

@@ -24,6 +24,7 @@ import (
 	"github.com/runh-project/runh/hvshim"
 	"github.com/runh-project/runh/hvshim/client"
 	"github.com/runh-project/runh/hvshim/proto"
+	"github.com/runh-project/runh/hvshim/vmnet"
 	"github.com/runh-project/runh/libruntime"
 )
 
@@ -41,6 +42,9 @@ const (
 const (
 	SyncFd    = 3 // the shim writes one Ready and closes it
 	ConsoleFd = 4 // --console-socket, when given
+	// HostNetNSFd is the host's network namespace, given to the shim of a
+	// create (exec helpers read their process at ProcFd instead).
+	HostNetNSFd = 5
 )
 
 // Config is what the backend tells the shim.
@@ -78,14 +82,17 @@ type shim struct {
 	nexec  int
 	mu     sync.Mutex
 
-	hooks       *specs.Hooks // the hooks run on the host
+	net         *vmnet.Attachment // the container's network, mirrored
+	hostNS      *os.File          // the host's network namespace
+	hooks       *specs.Hooks      // the hooks run on the host
 	bundle      string
 	annotations map[string]string
 }
 
 // Main runs the shim for the container in dir and returns its exit code.
 func Main(dir string) int {
-	s := &shim{dir: dir, exited: make(chan struct{}), winch: make(chan struct{}, 1)}
+	s := &shim{dir: dir, exited: make(chan struct{}), winch: make(chan struct{}, 1),
+		hostNS: os.NewFile(HostNetNSFd, "host-netns")}
 	sync := os.NewFile(SyncFd, "sync")
 	ready, ln, err := s.create()
 	if err != nil {
@@ -94,6 +101,9 @@ func Main(dir string) int {
 		sync.Close()
 		if s.vm != nil {
 			s.vm.Close()
+		}
+		if s.net != nil {
+			s.net.Detach()
 		}
 		return 1
 	}
@@ -122,9 +132,6 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	spec := bundle.Spec
-	if err := checkNetwork(spec); err != nil {
-		return nil, nil, err
-	}
 	rootfs := spec.Root.Path
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(bundle.Dir, rootfs)
@@ -141,16 +148,40 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem); err != nil {
 		return nil, nil, err
 	}
+	// Hooks of the runtime's namespaces run here on the host, the others
+	// in the guest with the container. They run before the VM boots: an
+	// engine's hook (Docker's libnetwork-setkey) configures the network
+	// namespace of the shim's PID, which must be read before QEMU starts
+	// (a microvm cannot hot-plug network devices).
+	s.hooks, spec.Hooks = libruntime.HostHooks(spec.Hooks)
+	s.bundle, s.annotations = bundle.Dir, spec.Annotations
+	if h := s.hooks; h != nil {
+		state := s.hookState(specs.StateCreating)
+		err := s.runHooks("prestart", h.Prestart, state)
+		if err == nil {
+			err = s.runHooks("createRuntime", h.CreateRuntime, state)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if s.net, err = vmnet.Attach(spec, s.dir, s.hostNS); err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	s.vm, err = hvshim.StartVM(ctx, hvshim.VMConfig{
 		Dir: vmDir, MemoryMiB: mem, CPUs: cpus, Accel: s.cfg.VM.Accel,
-		Share: share, Debug: s.cfg.Debug,
+		Share: share, Debug: s.cfg.Debug, NICs: s.net.NICs,
 	})
+	s.net.CloseTaps() // QEMU has its own, or failed
 	if err != nil {
 		return nil, nil, err
 	}
 	s.agent = s.vm.Agent
+	if err := s.setupNetwork(ctx, spec); err != nil {
+		return nil, nil, err
+	}
 	ln, err := net.Listen("unix", SocketName) // relative: sun_path is short
 	if err != nil {
 		return nil, nil, err
@@ -164,25 +195,10 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		ln.Close()
 		return nil, nil, err
 	}
-	// Hooks of the runtime's namespaces run here on the host, the others
-	// in the guest with the container.
-	s.hooks, spec.Hooks = libruntime.HostHooks(spec.Hooks)
-	s.bundle, s.annotations = bundle.Dir, spec.Annotations
 	var pid proto.PidReply
 	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: s.cfg.ID, Spec: spec, Stdio: st}, &pid); err != nil {
 		ln.Close()
 		return nil, nil, err
-	}
-	if h := s.hooks; h != nil {
-		state := s.hookState(specs.StateCreating)
-		err := libruntime.RunHooks("prestart", h.Prestart, state)
-		if err == nil {
-			err = libruntime.RunHooks("createRuntime", h.CreateRuntime, state)
-		}
-		if err != nil {
-			ln.Close()
-			return nil, nil, err
-		}
 	}
 	go s.forwardSignals()
 	go func() {
@@ -198,6 +214,15 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		s.setExit(w.Status)
 	}()
 	return &Ready{Pid: os.Getpid(), Times: &s.vm.Times}, ln, nil
+}
+
+// runHooks runs hooks of the runtime's namespace: in the host's network
+// namespace, not the shim's own.
+func (s *shim) runHooks(name string, hooks []specs.Hook, st *specs.State) error {
+	if len(hooks) == 0 {
+		return nil
+	}
+	return vmnet.InNS(s.hostNS, func() error { return libruntime.RunHooks(name, hooks, st) })
 }
 
 // hookState is the container's state as host hooks receive it; the PID
@@ -235,7 +260,34 @@ func (s *shim) wait() int {
 	waitRelays(&s.relays)
 	libruntime.WriteFileAtomic(filepath.Join(s.dir, ExitFile), fmt.Appendf(nil, `{"status":%d}`, s.status), 0o600)
 	s.vm.Close()
+	if err := s.net.Detach(); err != nil {
+		s.logf("network: %v", err)
+	}
 	return s.status
+}
+
+// setupNetwork gives the guest the mirrored network and points the
+// spec's network namespace at the guest's: the host path means nothing
+// there. Without interfaces the container gets a new namespace with lo,
+// the view it has on the host.
+func (s *shim) setupNetwork(ctx context.Context, spec *specs.Spec) error {
+	path := ""
+	if len(s.net.Config.Interfaces) > 0 || len(s.net.Config.DNS) > 0 {
+		if len(s.net.Config.DNS) > 0 {
+			go s.net.ServeDNS(s.agent.Sess)
+		}
+		var r proto.NetworkReply
+		if err := s.agent.Call(ctx, proto.OpNetwork, s.net.Config, &r); err != nil {
+			return fmt.Errorf("guest network: %w", err)
+		}
+		path = r.Path
+	}
+	for i, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			spec.Linux.Namespaces[i].Path = path
+		}
+	}
+	return nil
 }
 
 // vmSize picks the VM's memory and vCPUs: annotations first, then the

@@ -21,6 +21,7 @@ import (
 
 	"github.com/runh-project/runh/hvshim/proto"
 	"github.com/runh-project/runh/hvshim/shim"
+	"github.com/runh-project/runh/hvshim/vmnet"
 	"github.com/runh-project/runh/libruntime"
 )
 
@@ -52,6 +53,9 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	if len(o.ExtraFiles) > 0 {
 		return nil, errors.New("--preserve-fds is not supported with hypervisor isolation")
 	}
+	if err := vmnet.Check(bundle.Spec); err != nil {
+		return nil, err
+	}
 	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: iso.VM, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug}
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
@@ -64,9 +68,23 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 		}
 	}
 	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", h.Dir)
-	// The shim gets its own session (it outlives create) and mount
-	// namespace (the share's bind mounts die with it, however it dies).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
+	// The host's network namespace, in which the shim (in one of its own)
+	// runs the hooks of the runtime's namespace.
+	hostNS, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	defer hostNS.Close()
+	for len(extra) < shim.HostNetNSFd-3 {
+		extra = append(extra, nil)
+	}
+	extra = append(extra, hostNS)
+	// The shim gets its own session (it outlives create), mount namespace
+	// (the share's bind mounts die with it, however it dies) and network
+	// namespace: the one an engine's hooks configure through the shim's
+	// PID when the spec asks for a new one, and in any case none of the
+	// host's network for the shim and QEMU.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET}
 	p, ready, err := startHelper(cmd, extra, nil)
 	if err != nil {
 		return nil, err
@@ -311,6 +329,9 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	// pid file names; scanning /proc is not worth it on every delete.
 	if _, err := os.Stat(filepath.Join(h.Dir, pidFile)); errors.Is(err, os.ErrNotExist) {
 		killStragglers(h.Dir)
+	}
+	if err := vmnet.Cleanup(h.Dir); err != nil {
+		return fmt.Errorf("remove the VM's network devices: %w", err)
 	}
 	if err := shim.RemoveHostCgroup(h.Dir); err != nil {
 		return fmt.Errorf("remove the VM's host cgroup: %w", err)
