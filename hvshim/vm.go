@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/runh-project/runh/hvshim/agent"
 	"github.com/runh-project/runh/hvshim/assets"
 	"github.com/runh-project/runh/hvshim/client"
 	"github.com/runh-project/runh/hvshim/initrd"
@@ -28,8 +30,12 @@ type VMConfig struct {
 	MemoryMiB int
 	CPUs      int
 	Accel     string // "" probes
-	Share     string // host directory mounted at agent.ShareDir; "" for none
+	Share     string // the rootfs's directory, mounted at agent.ShareDir; "" for none
+	Volumes   string // bind-mount sources' directory, at agent.VolumeDir; "" for none
 	NICs      []qemu.NIC
+	// CgroupV1 lists cgroup v1 hierarchies for the guest to mount as the
+	// host has them (see agent); nil: cgroup v2 only.
+	CgroupV1  []string
 	Init      string // binary to run as /init; "" is this executable
 	Debug     bool
 	Transport transport.Kind // "" picks the best
@@ -98,8 +104,15 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 		qc.Append = append(qc.Append, "runh.debug=1")
 	}
 	if c.Share != "" {
-		qc.Shares = []qemu.Share{{Tag: "runh", Path: c.Share}}
+		qc.Shares = append(qc.Shares, qemu.Share{Tag: agent.ShareTag, Path: c.Share})
 		qc.Append = append(qc.Append, "runh.share=1")
+	}
+	if len(c.CgroupV1) > 0 {
+		qc.Append = append(qc.Append, agent.CgroupV1Arg+strings.Join(c.CgroupV1, ":"))
+	}
+	if c.Volumes != "" {
+		qc.Shares = append(qc.Shares, qemu.Share{Tag: agent.VolumeTag, Path: c.Volumes})
+		qc.Append = append(qc.Append, "runh.vol=1")
 	}
 	t0 := time.Now()
 	q, err := qemu.Start(ctx, qc)

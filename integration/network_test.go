@@ -60,8 +60,9 @@ func newTestNet(t *testing.T, x *h, slot int, inNS bool) *testNet {
 		hostIf:  fmt.Sprintf("rhv%d%c%d", slot, x.mode[0], os.Getpid()%100000),
 		hostIP:  fmt.Sprintf("10.231.%d.1", sub),
 		ctrIP:   fmt.Sprintf("10.231.%d.2", sub),
-		hostIP6: fmt.Sprintf("fd00:231:%d::1", sub),
-		ctrIP6:  fmt.Sprintf("fd00:231:%d::2", sub),
+		// Canonical forms, as ip prints them (fd00:231::1 for sub 0).
+		hostIP6: net.ParseIP(fmt.Sprintf("fd00:231:%d::1", sub)).String(),
+		ctrIP6:  net.ParseIP(fmt.Sprintf("fd00:231:%d::2", sub)).String(),
 		ctrMAC:  fmt.Sprintf("02:31:%02x:00:00:02", sub),
 		mtu:     1400,
 	}
@@ -315,4 +316,22 @@ func qemuChild(t *testing.T, shim int) int {
 	}
 	t.Fatalf("no QEMU child of shim %d", shim)
 	return 0
+}
+
+// TestNetworkAfterCreate: the namespace of the container's PID configured
+// between create and start (ctr run --cni's model) is the container's.
+func TestNetworkAfterCreate(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		n := newTestNet(t, x, 3, false)
+		id := x.id("netlate")
+		x.create(id, x.bundle("netlate", nil, "httpd", "-f", "-p", "8080", "-h", "/etc"), nil)
+		defer x.cleanupContainer(id)
+		n.configure(t, fmt.Sprint(x.state(id).Pid))
+		x.must("start", id)
+		waitHTTP(t, n.ctrIP+":8080", "/passwd", "root:x:0:0", x.timeout())
+		if got := x.must("exec", id, "cat", "/sys/class/net/eth0/address").stdout; strings.TrimSpace(got) != n.ctrMAC {
+			t.Errorf("eth0's MAC inside: %q, want %s", got, n.ctrMAC)
+		}
+		x.must("delete", "--force", id)
+	})
 }

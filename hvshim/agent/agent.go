@@ -49,10 +49,8 @@ func run() error {
 	if err := mountBase(); err != nil {
 		return err
 	}
-	if hasShare() {
-		if err := mountShare(); err != nil {
-			return err
-		}
+	if err := mountShares(); err != nil {
+		return err
 	}
 	startReaper()
 	sess, err := transport.GuestAccept(transport.GuestKind())

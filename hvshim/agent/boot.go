@@ -14,10 +14,12 @@ import (
 
 // Paths in the guest.
 const (
-	newRoot  = "/newroot"
-	ShareDir = "/run/runh/share" // the host's share directory (9p)
-	ShareTag = "runh"
-	stateEnv = "RUNH_AGENT_STAGE"
+	newRoot   = "/newroot"
+	ShareDir  = "/run/runh/share" // the host's share directory (9p): the rootfs
+	ShareTag  = "runh"
+	VolumeDir = "/run/runh/vol" // bind-mount sources (9p, uncached)
+	VolumeTag = "runhvol"
+	stateEnv  = "RUNH_AGENT_STAGE"
 )
 
 // loadModules inserts the initrd's modules in the order the host wrote.
@@ -94,8 +96,8 @@ type mount struct {
 	data             string
 }
 
-// baseMounts are the guest's own filesystems. cgroup2 is the only cgroup
-// hierarchy in the guest, so libcontainer works in unified mode.
+// baseMounts are the guest's own filesystems; mountCgroups adds the cgroup
+// hierarchies.
 var baseMounts = []mount{
 	{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 	{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
@@ -104,7 +106,87 @@ var baseMounts = []mount{
 	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
 	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+}
+
+// CgroupV1Arg on the kernel command line lists the host's cgroup v1
+// hierarchies by directory name, colon-separated ("cpu,cpuacct:memory:
+// systemd:unified"). The guest then mounts the same, and libcontainer
+// works in v1 (or hybrid) mode as it does on the host: a container sees
+// memory/memory.limit_in_bytes where process isolation shows it. Without
+// it the guest has cgroup v2 alone.
+const CgroupV1Arg = "runh.cgroupv1="
+
+const cgroupFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// mountCgroups mounts the guest's cgroup hierarchies.
+func mountCgroups() error {
+	b, _ := os.ReadFile("/proc/cmdline")
+	var v1 string
+	for _, f := range strings.Fields(string(b)) {
+		if strings.HasPrefix(f, CgroupV1Arg) {
+			v1 = strings.TrimPrefix(f, CgroupV1Arg)
+		}
+	}
+	if v1 == "" {
+		if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", cgroupFlags, ""); err != nil {
+			return fmt.Errorf("mount cgroup2: %w", err)
+		}
+		// Controllers must be enabled for the containers' child cgroups.
+		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+			var ctl []string
+			for _, c := range strings.Fields(string(b)) {
+				ctl = append(ctl, "+"+c)
+			}
+			os.WriteFile("/sys/fs/cgroup/cgroup.subtree_control", []byte(strings.Join(ctl, " ")), 0)
+		}
+		return nil
+	}
+	if err := unix.Mount("tmpfs", "/sys/fs/cgroup", "tmpfs", cgroupFlags, "mode=755"); err != nil {
+		return fmt.Errorf("mount cgroup tmpfs: %w", err)
+	}
+	have := guestControllers()
+	for _, name := range strings.Split(v1, ":") {
+		dir := "/sys/fs/cgroup/" + name
+		fstype, opts := "cgroup", name
+		switch {
+		case name == "unified":
+			fstype, opts = "cgroup2", ""
+		case name == "systemd":
+			opts = "none,name=systemd"
+		default:
+			ok := true
+			for _, c := range strings.Split(name, ",") {
+				ok = ok && have[c]
+			}
+			if !ok || strings.ContainsAny(name, "/.") {
+				continue // a controller this kernel lacks
+			}
+		}
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount("cgroup", dir, fstype, cgroupFlags, opts); err != nil {
+			return fmt.Errorf("mount cgroup %s: %w", name, err)
+		}
+		if strings.Contains(name, ",") {
+			for _, c := range strings.Split(name, ",") {
+				os.Symlink(name, "/sys/fs/cgroup/"+c)
+			}
+		}
+	}
+	return nil
+}
+
+// guestControllers returns the cgroup controllers the guest kernel has.
+func guestControllers() map[string]bool {
+	b, _ := os.ReadFile("/proc/cgroups")
+	have := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 4 && !strings.HasPrefix(f[0], "#") && f[3] == "1" {
+			have[f[0]] = true
+		}
+	}
+	return have
 }
 
 // guestSysctls make the guest's memory behave as the host's does for a
@@ -115,6 +197,10 @@ var baseMounts = []mount{
 // container whose processes could not be killed would hang at its limit.)
 var guestSysctls = [][2]string{
 	{"/proc/sys/vm/overcommit_memory", "1"},
+	// New network namespaces (the container's) without the fallback
+	// tunnel devices (sit0) that an IPv6 kernel otherwise puts in each:
+	// the host's containers do not have them.
+	{"/proc/sys/net/core/fb_tunnels_only_for_init_net", "2"},
 }
 
 func mountBase() error {
@@ -131,13 +217,8 @@ func mountBase() error {
 		{"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"}} {
 		os.Symlink(l[0], l[1])
 	}
-	// Controllers must be enabled for the containers' child cgroups.
-	if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		var ctl []string
-		for _, c := range strings.Fields(string(b)) {
-			ctl = append(ctl, "+"+c)
-		}
-		os.WriteFile("/sys/fs/cgroup/cgroup.subtree_control", []byte(strings.Join(ctl, " ")), 0)
+	if err := mountCgroups(); err != nil {
+		return err
 	}
 	unix.Sethostname([]byte("runh"))
 	for _, w := range guestSysctls {
@@ -148,21 +229,36 @@ func mountBase() error {
 	return loopbackUp()
 }
 
-// mountShare mounts the host's share directory, if the VM has one.
-func mountShare() error {
-	if err := os.MkdirAll(ShareDir, 0o755); err != nil {
-		return err
-	}
-	// msize: larger 9p messages mean fewer round trips through QEMU.
-	opts := "trans=virtio,version=9p2000.L,msize=262144,cache=none,access=client"
-	if err := unix.Mount(ShareTag, ShareDir, "9p", 0, opts); err != nil {
-		return fmt.Errorf("mount 9p share: %w", err)
+// The share is two 9p devices. The rootfs (ShareTag) is cached in the
+// guest's page cache (cache=loose): while the container runs only the guest
+// changes it, so every open, stat and read need not cross to QEMU, and a
+// second read of a file is served from guest memory. Bind-mount sources
+// (VolumeTag) are volumes the host may change meanwhile: uncached, every
+// access goes to the host. Dirty pages of the rootfs are written back by
+// fsync (which QEMU turns into an fsync on the host) and by the sync the
+// agent does when a container's init exits, before the host hears of it.
+const (
+	rootfsOpts = "trans=virtio,version=9p2000.L,msize=262144,access=client,cache=loose"
+	volumeOpts = "trans=virtio,version=9p2000.L,msize=262144,access=client,cache=none"
+)
+
+// mountShares mounts the host's share directories the VM was given.
+func mountShares() error {
+	b, _ := os.ReadFile("/proc/cmdline")
+	cmdline := string(b)
+	for _, m := range []struct{ flag, tag, dir, opts string }{
+		{"runh.share=1", ShareTag, ShareDir, rootfsOpts},
+		{"runh.vol=1", VolumeTag, VolumeDir, volumeOpts},
+	} {
+		if !strings.Contains(cmdline, m.flag) {
+			continue
+		}
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.tag, m.dir, "9p", 0, m.opts); err != nil {
+			return fmt.Errorf("mount 9p share %s: %w", m.tag, err)
+		}
 	}
 	return nil
-}
-
-// hasShare reports whether the host attached the share device.
-func hasShare() bool {
-	b, _ := os.ReadFile("/proc/cmdline")
-	return strings.Contains(string(b), "runh.share=1")
 }

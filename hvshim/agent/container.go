@@ -39,6 +39,10 @@ func init() {
 		return nil, rt.Start(r.ID)
 	}
 	handlers[proto.OpExec] = execProcess
+	handlers[proto.OpSync] = func(*server, json.RawMessage) (any, error) {
+		unix.Sync()
+		return nil, nil
+	}
 	handlers[proto.OpWait] = wait
 	handlers[proto.OpKill] = kill
 	handlers[proto.OpResize] = resize
@@ -359,6 +363,11 @@ func wait(_ *server, b json.RawMessage) (any, error) {
 		procMu.Lock()
 		delete(procs, r.Key)
 		procMu.Unlock()
+	} else {
+		// The host stops the VM once it hears init has exited: what the
+		// container wrote must be on the host first (the rootfs share
+		// caches writes in the guest).
+		unix.Sync()
 	}
 	return proto.WaitReply{Status: p.status}, nil
 }

@@ -22,6 +22,8 @@ const (
 	OpUpdate  = "update"
 	OpStats   = "stats"
 	OpCloseIn = "close-stdin"
+	// OpSync writes the guest's dirty pages back to the host's files.
+	OpSync = "sync"
 	// OpNetwork gives the guest the container's network (a vmnet.Config)
 	// before OpCreate; it answers a NetworkReply.
 	OpNetwork = "network"

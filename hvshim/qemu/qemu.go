@@ -34,7 +34,7 @@ type Share struct {
 type NIC struct {
 	Tap *os.File
 	MAC string
-	MTU int
+	MTU int // 0: the guest may set any
 }
 
 // Config describes one VM.
@@ -136,9 +136,11 @@ func (c *Config) Args() ([]string, []*os.File) {
 		// QEMU gets the tap open: it needs neither /dev/net/tun nor the
 		// container's network namespace.
 		id := "net" + strconv.Itoa(i)
-		args = append(args,
-			"-netdev", fmt.Sprintf("tap,id=%s,fd=%d", id, 3+len(files)),
-			"-device", fmt.Sprintf("virtio-net-device,netdev=%s,mac=%s,host_mtu=%d", id, n.MAC, n.MTU))
+		dev := fmt.Sprintf("virtio-net-device,netdev=%s,mac=%s", id, n.MAC)
+		if n.MTU > 0 {
+			dev += ",host_mtu=" + strconv.Itoa(n.MTU)
+		}
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=%s,fd=%d", id, 3+len(files)), "-device", dev)
 		files = append(files, n.Tap)
 	}
 	return args, files

@@ -91,3 +91,48 @@ func RemoveHostCgroup(dir string) error {
 	}
 	return os.Remove(filepath.Join(dir, CgroupFile))
 }
+
+// guestCgroupV1 lists the host's cgroup v1 hierarchies under
+// /sys/fs/cgroup by directory name ("cpu", "cpu,cpuacct", "systemd" for
+// name=systemd, "unified" for a hybrid host's cgroup2), for the guest to
+// mount the same: a container sees the cgroup interface it would see on
+// this host in process isolation. nil on a cgroup v2 host.
+func guestCgroupV1() []string {
+	if cgroups.IsCgroup2UnifiedMode() {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 3 || filepath.Dir(f[4]) != "/sys/fs/cgroup" {
+			continue
+		}
+		name := filepath.Base(f[4])
+		switch g[0] {
+		case "cgroup2":
+			if name == "unified" {
+				out = append(out, name)
+			}
+		case "cgroup":
+			// Only the usual layout, where the directory names the
+			// hierarchy's controllers (or its name).
+			var ctl []string
+			for _, o := range strings.Split(g[2], ",") {
+				if o == "name=systemd" {
+					ctl = append(ctl, "systemd")
+				} else if o != "rw" && o != "ro" && !strings.Contains(o, "=") && o != "xattr" {
+					ctl = append(ctl, o)
+				}
+			}
+			if strings.Join(ctl, ",") == name {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}

@@ -114,6 +114,9 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 		case OpShutdown:
 			s.setExit(137)
 		case proto.OpStart:
+			if err = s.lateNetwork(ctx); err != nil {
+				break
+			}
 			if err = s.agent.Call(ctx, req.Op, req.Body, nil); err == nil && s.hooks != nil {
 				// A failing poststart hook is only logged, as the spec says.
 				if herr := s.runHooks("poststart", s.hooks.Poststart, s.hookState(specs.StateRunning)); herr != nil {

@@ -13,38 +13,57 @@ import (
 	"github.com/runh-project/runh/hvshim/agent"
 )
 
-// prepareShare fills the share directory exported over 9p: the rootfs and
-// every bind-mount source of spec, each bind-mounted in, and rewrites the
-// spec's paths to where the guest sees them. The shim runs in its own mount
-// namespace, so these mounts vanish with it, whatever way it dies.
-func prepareShare(share string, spec *specs.Spec, rootfs string) error {
-	if err := os.MkdirAll(share, 0o700); err != nil {
-		return err
-	}
-	// The share is its own private mount so nothing propagates to or from it.
-	if err := unix.Mount(share, share, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("share: %w", err)
-	}
-	if err := unix.Mount("", share, "", unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("share: %w", err)
+// prepareShare fills the share directories exported over 9p: the rootfs
+// into share, every bind-mount source of spec into vols (returned, "" when
+// there are none), each bind-mounted in, and rewrites the spec's paths to
+// where the guest sees them. The shim runs in its own mount namespace, so
+// these mounts vanish with it, whatever way it dies.
+func prepareShare(share, vols string, spec *specs.Spec, rootfs string) (string, error) {
+	if err := privateDir(share); err != nil {
+		return "", err
 	}
 	if err := bindInto(rootfs, filepath.Join(share, "rootfs"), true); err != nil {
-		return fmt.Errorf("rootfs: %w", err)
+		return "", fmt.Errorf("rootfs: %w", err)
 	}
 	spec.Root.Path = agent.ShareDir + "/rootfs"
+	used := false
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
 		if !isBind(m) {
 			continue
 		}
 		if !filepath.IsAbs(m.Source) {
-			return fmt.Errorf("mount %s: source %q is not absolute", m.Destination, m.Source)
+			return "", fmt.Errorf("mount %s: source %q is not absolute", m.Destination, m.Source)
+		}
+		if !used {
+			if err := privateDir(vols); err != nil {
+				return "", err
+			}
+			used = true
 		}
 		name := "m" + strconv.Itoa(i)
-		if err := bindInto(m.Source, filepath.Join(share, name), false); err != nil {
-			return fmt.Errorf("mount %s: %w", m.Destination, err)
+		if err := bindInto(m.Source, filepath.Join(vols, name), false); err != nil {
+			return "", fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
-		m.Source = agent.ShareDir + "/" + name
+		m.Source = agent.VolumeDir + "/" + name
+	}
+	if !used {
+		vols = ""
+	}
+	return vols, nil
+}
+
+// privateDir makes dir a private mount of its own, so that nothing
+// propagates to or from it.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("share: %w", err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("share: %w", err)
 	}
 	return nil
 }

@@ -30,12 +30,13 @@ import (
 
 // Files in the container's state directory.
 const (
-	ConfigFile = "shim.json" // Config, written by the backend
-	SocketName = "shim.sock" // the control socket
-	ExitFile   = "exit.json" // Exit, once the container has exited
-	LogFile    = "shim.log"  // the shim's own errors
-	ShareName  = "share"     // the 9p share directory
-	vmDirName  = "vm"        // QEMU's sockets and logs
+	ConfigFile  = "shim.json" // Config, written by the backend
+	SocketName  = "shim.sock" // the control socket
+	ExitFile    = "exit.json" // Exit, once the container has exited
+	LogFile     = "shim.log"  // the shim's own errors
+	ShareName   = "share"     // the 9p share directory of the rootfs
+	VolumesName = "volumes"   // the 9p share directory of bind-mount sources
+	vmDirName   = "vm"        // QEMU's sockets and logs
 )
 
 // File descriptors the backend passes beyond stdio.
@@ -136,10 +137,6 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(bundle.Dir, rootfs)
 	}
-	share := filepath.Join(s.dir, ShareName)
-	if err := prepareShare(share, spec, rootfs); err != nil {
-		return nil, nil, err
-	}
 	vmDir := filepath.Join(s.dir, vmDirName)
 	if err := os.MkdirAll(vmDir, 0o700); err != nil {
 		return nil, nil, err
@@ -165,14 +162,22 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 			return nil, nil, err
 		}
 	}
+	// Before the share rewrites the mounts' sources to guest paths: the
+	// network reads the engine's resolv.conf.
 	if s.net, err = vmnet.Attach(spec, s.dir, s.hostNS); err != nil {
+		return nil, nil, err
+	}
+	share := filepath.Join(s.dir, ShareName)
+	vols, err := prepareShare(share, filepath.Join(s.dir, VolumesName), spec, rootfs)
+	if err != nil {
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	s.vm, err = hvshim.StartVM(ctx, hvshim.VMConfig{
 		Dir: vmDir, MemoryMiB: mem, CPUs: cpus, Accel: s.cfg.VM.Accel,
-		Share: share, Debug: s.cfg.Debug, NICs: s.net.NICs,
+		Share: share, Volumes: vols, Debug: s.cfg.Debug, NICs: s.net.NICs,
+		CgroupV1: guestCgroupV1(),
 	})
 	s.net.CloseTaps() // QEMU has its own, or failed
 	if err != nil {
@@ -259,11 +264,33 @@ func (s *shim) wait() int {
 	<-s.exited
 	waitRelays(&s.relays)
 	libruntime.WriteFileAtomic(filepath.Join(s.dir, ExitFile), fmt.Appendf(nil, `{"status":%d}`, s.status), 0o600)
+	// A container killed by delete --force leaves what it wrote, as on
+	// the host, where the page cache outlives the process.
+	select {
+	case <-s.vm.QEMU.Done():
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.agent.Call(ctx, proto.OpSync, nil, nil)
+		cancel()
+	}
 	s.vm.Close()
 	if err := s.net.Detach(); err != nil {
 		s.logf("network: %v", err)
 	}
 	return s.status
+}
+
+// lateNetwork, at start, gives the guest the interfaces an engine added
+// to the shim's namespace since create (ctr run --cni).
+func (s *shim) lateNetwork(ctx context.Context) error {
+	cfg, err := s.net.Late()
+	if err != nil || cfg == nil {
+		return err
+	}
+	if err := s.agent.Call(ctx, proto.OpNetwork, cfg, nil); err != nil {
+		return fmt.Errorf("guest network: %w", err)
+	}
+	return nil
 }
 
 // setupNetwork gives the guest the mirrored network and points the
@@ -272,7 +299,7 @@ func (s *shim) wait() int {
 // the view it has on the host.
 func (s *shim) setupNetwork(ctx context.Context, spec *specs.Spec) error {
 	path := ""
-	if len(s.net.Config.Interfaces) > 0 || len(s.net.Config.DNS) > 0 {
+	if len(s.net.Config.Interfaces) > 0 || len(s.net.Config.DNS) > 0 || s.net.Spare() {
 		if len(s.net.Config.DNS) > 0 {
 			go s.net.ServeDNS(s.agent.Sess)
 		}

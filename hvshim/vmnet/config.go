@@ -44,6 +44,9 @@ type Interface struct {
 	MAC   string   `json:"mac"`
 	MTU   int      `json:"mtu"`
 	Addrs []string `json:"addrs,omitempty"` // CIDR, e.g. 10.88.0.5/16
+	// DeviceMAC is the guest device's MAC address when it is not MAC yet
+	// (a device booted spare, given the interface's address later).
+	DeviceMAC string `json:"deviceMac,omitempty"`
 }
 
 // Route is one route of the main table. An empty Dst is the default route.
@@ -79,6 +82,9 @@ func (c *Config) Validate() error {
 		}
 		names[i.Name] = true
 		if _, err := net.ParseMAC(i.MAC); err != nil {
+			return fmt.Errorf("interface %s: %w", i.Name, err)
+		}
+		if _, err := net.ParseMAC(i.DeviceMAC); i.DeviceMAC != "" && err != nil {
 			return fmt.Errorf("interface %s: %w", i.Name, err)
 		}
 		if i.MTU < 68 || i.MTU > 65535 {

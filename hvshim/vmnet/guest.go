@@ -1,7 +1,6 @@
 package vmnet
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -27,12 +26,13 @@ func Setup(cfg *Config, open func() (net.Conn, error)) (string, error) {
 	if err := cfg.Validate(); err != nil {
 		return "", err
 	}
-	if _, err := os.Stat(GuestNS); err == nil {
-		return "", errors.New("the guest network is set up already")
-	}
-	ns, err := newNamedNS(GuestNS)
+	// Made once; a later call (interfaces an engine added after create)
+	// configures the same namespace, which the container has joined.
+	ns, err := openNetNS(GuestNS)
 	if err != nil {
-		return "", fmt.Errorf("guest network namespace: %w", err)
+		if ns, err = newNamedNS(GuestNS); err != nil {
+			return "", fmt.Errorf("guest network namespace: %w", err)
+		}
 	}
 	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
@@ -81,6 +81,9 @@ func setupLinks(h *netlink.Handle, ns netns.NsHandle, cfg *Config) error {
 	}
 	for i, iface := range cfg.Interfaces {
 		mac, _ := net.ParseMAC(iface.MAC)
+		if iface.DeviceMAC != "" {
+			mac, _ = net.ParseMAC(iface.DeviceMAC)
+		}
 		var l netlink.Link
 		for _, c := range rootLinks {
 			if c.Attrs().HardwareAddr.String() == mac.String() {
@@ -137,6 +140,12 @@ func configureLink(h *netlink.Handle, tmp string, iface Interface) error {
 	}
 	if err := h.LinkSetName(l, iface.Name); err != nil {
 		return err
+	}
+	if iface.DeviceMAC != "" {
+		mac, _ := net.ParseMAC(iface.MAC)
+		if err := h.LinkSetHardwareAddr(l, mac); err != nil {
+			return fmt.Errorf("mac %s: %w", iface.MAC, err)
+		}
 	}
 	if err := h.LinkSetMTU(l, iface.MTU); err != nil {
 		return fmt.Errorf("mtu %d: %w", iface.MTU, err)

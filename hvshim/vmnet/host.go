@@ -1,6 +1,7 @@
 package vmnet
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ type Attachment struct {
 	ns     netns.NsHandle
 	record string
 	rec    record
+	spares []string // MACs of devices not wired yet (see Late)
 }
 
 type record struct {
@@ -79,12 +81,19 @@ func Attach(spec *specs.Spec, stateDir string, hostNS *os.File) (_ *Attachment, 
 		return nil, fmt.Errorf("netlink in %s: %w", path, err)
 	}
 	defer h.Close()
-	if err := a.read(h); err != nil {
+	if err := a.read(h, false); err != nil {
 		return nil, err
 	}
 	a.Config.DNS = loopbackNameservers(spec)
 	if len(a.Config.Interfaces) == 0 {
-		return a, nil
+		if a.rec.NS != "" || HostSupport() != nil {
+			return a, nil
+		}
+		// An engine may configure the shim's own namespace after create,
+		// through its PID (ctr run --cni does, before start). A microvm
+		// cannot hot-plug a network device: keep one ready, which Late
+		// wires at start if an interface has appeared by then.
+		return a, a.spare(h)
 	}
 	if err := HostSupport(); err != nil {
 		return nil, err
@@ -94,15 +103,14 @@ func Attach(spec *specs.Spec, stateDir string, hostNS *os.File) (_ *Attachment, 
 	}
 	// Recorded before anything is added: a shim killed halfway leaves a
 	// record that delete can clean up after.
-	b, err := json.Marshal(a.rec)
-	if err != nil {
-		return nil, err
-	}
-	if err := libruntime.WriteFileAtomic(a.record, b, 0o600); err != nil {
+	if err := a.save(); err != nil {
 		return nil, err
 	}
 	for i, w := range a.rec.Wires {
-		tap, err := a.wire(h, w, a.Config.Interfaces[i].MTU)
+		tap, err := a.makeTap(w.Tap, a.Config.Interfaces[i].MTU)
+		if err == nil {
+			err = a.connect(h, w)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", w.Dev, err)
 		}
@@ -110,6 +118,87 @@ func Attach(spec *specs.Spec, stateDir string, hostNS *os.File) (_ *Attachment, 
 	}
 	return a, nil
 }
+
+func (a *Attachment) save() error {
+	b, err := json.Marshal(a.rec)
+	if err != nil {
+		return err
+	}
+	return libruntime.WriteFileAtomic(a.record, b, 0o600)
+}
+
+// spare makes one unwired tap and its NIC, with a MAC address of its own
+// until Late gives it the interface's.
+func (a *Attachment) spare(h *netlink.Handle) error {
+	w := wires{Tap: "tap0" + tapSuffix}
+	a.rec.Wires = append(a.rec.Wires, w)
+	if err := a.save(); err != nil {
+		return err
+	}
+	tap, err := a.makeTap(w.Tap, 0)
+	if err != nil {
+		return err
+	}
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		tap.Close()
+		return err
+	}
+	mac[0] = mac[0]&0xfe | 0x02 // unicast, locally administered
+	a.NICs = append(a.NICs, qemu.NIC{Tap: tap, MAC: mac.String()})
+	a.spares = append(a.spares, mac.String())
+	return nil
+}
+
+// Late mirrors the interfaces an engine added to the shim's namespace
+// since create onto the spare devices and returns the configuration the
+// guest must then apply; nil when there is nothing new.
+func (a *Attachment) Late() (*Config, error) {
+	if len(a.spares) == 0 {
+		return nil, nil
+	}
+	h, err := netlink.NewHandleAt(a.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	late := &Attachment{}
+	if err := late.read(h, true); err != nil {
+		return nil, err
+	}
+	if len(late.Config.Interfaces) == 0 {
+		return nil, nil
+	}
+	if len(late.Config.Interfaces) > len(a.spares) {
+		return nil, fmt.Errorf("%d interfaces appeared in the network namespace after create; a VM can take %d then",
+			len(late.Config.Interfaces), len(a.spares))
+	}
+	for i := range late.Config.Interfaces {
+		iface := &late.Config.Interfaces[i]
+		a.rec.Wires[i].Dev = iface.Name
+		if err := a.save(); err != nil {
+			return nil, err
+		}
+		t, err := h.LinkByName(a.rec.Wires[i].Tap)
+		if err == nil {
+			err = h.LinkSetMTU(t, iface.MTU)
+		}
+		if err == nil {
+			err = a.connect(h, a.rec.Wires[i])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", iface.Name, err)
+		}
+		iface.DeviceMAC = a.spares[i]
+	}
+	a.spares = nil
+	late.Config.DNS = a.Config.DNS
+	a.Config = late.Config
+	return &a.Config, nil
+}
+
+// Spare reports whether the VM has devices waiting for Late.
+func (a *Attachment) Spare() bool { return len(a.spares) > 0 }
 
 // Check refuses, before anything starts, a spec whose network a VM cannot
 // have: none of its own (host network), the caller's own namespace, or a
@@ -149,7 +238,8 @@ func netnsPath(spec *specs.Spec) (string, bool) {
 
 // read fills a.Config from the namespace: its Ethernet interfaces with
 // their addresses and static neighbours, then the main table's routes.
-func (a *Attachment) read(h *netlink.Handle) error {
+// With ownTaps, runh's taps (the spares) are skipped rather than refused.
+func (a *Attachment) read(h *netlink.Handle, ownTaps bool) error {
 	links, err := retry(h.LinkList)
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
@@ -161,6 +251,9 @@ func (a *Attachment) read(h *netlink.Handle) error {
 			continue
 		}
 		if strings.HasSuffix(at.Name, tapSuffix) {
+			if ownTaps {
+				continue
+			}
 			return fmt.Errorf("interface %s: the namespace is already mirrored into a VM", at.Name)
 		}
 		if len(at.HardwareAddr) != 6 || at.EncapType != "ether" {
@@ -228,33 +321,49 @@ func (a *Attachment) read(h *netlink.Handle) error {
 	return nil
 }
 
-// wire makes a tap for the interface dev and redirects every frame
-// between the two with tc, both ways.
-func (a *Attachment) wire(h *netlink.Handle, w wires, mtu int) (*os.File, error) {
-	dev, err := h.LinkByName(w.Dev)
+// makeTap creates the tap in the namespace, with mtu (0: the default).
+func (a *Attachment) makeTap(name string, mtu int) (*os.File, error) {
+	var tap *os.File
+	if err := inNS(a.ns, func() (err error) { tap, err = openTap(name); return err }); err != nil {
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	h, err := netlink.NewHandleAt(a.ns, unix.NETLINK_ROUTE)
 	if err != nil {
+		tap.Close()
 		return nil, err
 	}
-	qs, err := h.QdiscList(dev)
-	if err != nil {
-		return nil, fmt.Errorf("list qdiscs: %w", err)
-	}
-	for _, q := range qs {
-		if q.Type() == "ingress" || q.Type() == "clsact" {
-			return nil, fmt.Errorf("it has an %s qdisc already; runh cannot redirect its traffic to the VM", q.Type())
-		}
-	}
-	var tap *os.File
-	if err := inNS(a.ns, func() (err error) { tap, err = openTap(w.Tap); return err }); err != nil {
-		return nil, fmt.Errorf("create %s: %w", w.Tap, err)
-	}
-	t, err := h.LinkByName(w.Tap)
-	if err == nil {
+	defer h.Close()
+	t, err := h.LinkByName(name)
+	if err == nil && mtu > 0 {
 		err = h.LinkSetMTU(t, mtu)
 	}
 	if err == nil {
 		err = h.LinkSetUp(t)
 	}
+	if err != nil {
+		tap.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return tap, nil
+}
+
+// connect redirects every frame between the interface and its tap with
+// tc, both ways.
+func (a *Attachment) connect(h *netlink.Handle, w wires) error {
+	dev, err := h.LinkByName(w.Dev)
+	if err != nil {
+		return err
+	}
+	qs, err := h.QdiscList(dev)
+	if err != nil {
+		return fmt.Errorf("list qdiscs: %w", err)
+	}
+	for _, q := range qs {
+		if q.Type() == "ingress" || q.Type() == "clsact" {
+			return fmt.Errorf("it has an %s qdisc already; runh cannot redirect its traffic to the VM", q.Type())
+		}
+	}
+	t, err := h.LinkByName(w.Tap)
 	if err == nil {
 		err = redirect(h, dev, t)
 	}
@@ -262,10 +371,9 @@ func (a *Attachment) wire(h *netlink.Handle, w wires, mtu int) (*os.File, error)
 		err = redirect(h, t, dev)
 	}
 	if err != nil {
-		tap.Close()
-		return nil, fmt.Errorf("wire %s: %w", w.Tap, err)
+		return fmt.Errorf("wire %s: %w", w.Tap, err)
 	}
-	return tap, nil
+	return nil
 }
 
 // openTap creates a tap device in the calling thread's namespace. It is not
@@ -380,6 +488,9 @@ func unwire(ns netns.NsHandle, ws []wires) error {
 			if err := h.LinkDel(t); err != nil && !errors.Is(err, unix.ENODEV) {
 				errs = append(errs, fmt.Errorf("delete %s: %w", w.Tap, err))
 			}
+		}
+		if w.Dev == "" {
+			continue // a spare, never wired
 		}
 		dev, err := h.LinkByName(w.Dev)
 		if err != nil {

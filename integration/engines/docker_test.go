@@ -16,22 +16,29 @@ import (
 // A private dockerd (it starts its own containerd) with runh registered as
 // the runtimes "runh" and "runh-vm", as docs/engines.md tells operators.
 var (
-	dockerDir  string
-	dockerSock string
-	dockerEnv  []string
+	dockerDir string
+	dockerEnv []string
 	// The Debian client: another docker in PATH may speak a newer API.
 	dockerCLI = "/usr/bin/docker"
 )
 
 var dockerSetup = sync.OnceValue(func() error {
-	if _, err := exec.LookPath("dockerd"); err != nil || !fileExists(dockerCLI) {
-		return fmt.Errorf("dockerd or %s not installed (apt-get install --no-install-recommends docker.io)", dockerCLI)
-	}
 	dockerDir = filepath.Join(baseDir, "docker")
-	dockerSock = filepath.Join(dockerDir, "docker.sock")
+	env, err := startDockerd(dockerDir, "--iptables=false", "--ip6tables=false", "--bridge=none")
+	dockerEnv = env
+	return err
+})
+
+// startDockerd starts a private dockerd under dir with the given network
+// flags, imports the image and returns the client environment for it.
+func startDockerd(dir string, netFlags ...string) ([]string, error) {
+	if _, err := exec.LookPath("dockerd"); err != nil || !fileExists(dockerCLI) {
+		return nil, fmt.Errorf("dockerd or %s not installed (apt-get install --no-install-recommends docker.io)", dockerCLI)
+	}
+	sock := filepath.Join(dir, "docker.sock")
 	for _, d := range []string{"data", "exec", "client"} {
-		if err := os.MkdirAll(filepath.Join(dockerDir, d), 0o755); err != nil {
-			return err
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
 		}
 	}
 	runtimes := map[string]any{"runh": map[string]any{"path": runtimeBin}}
@@ -39,41 +46,47 @@ var dockerSetup = sync.OnceValue(func() error {
 		runtimes["runh-vm"] = map[string]any{"path": runtimeBin, "runtimeArgs": []string{"--isolation", "hypervisor"}}
 	}
 	conf, _ := json.MarshalIndent(map[string]any{"runtimes": runtimes}, "", "  ")
-	confPath := filepath.Join(dockerDir, "daemon.json")
+	confPath := filepath.Join(dir, "daemon.json")
 	if err := os.WriteFile(confPath, conf, 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	logPath := filepath.Join(dockerDir, "dockerd.log")
+	logPath := filepath.Join(dir, "dockerd.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cmd := exec.Command("dockerd", "--config-file", confPath,
-		"--data-root", filepath.Join(dockerDir, "data"), "--exec-root", filepath.Join(dockerDir, "exec"),
-		"--pidfile", filepath.Join(dockerDir, "dockerd.pid"), "-H", "unix://"+dockerSock,
-		"--iptables=false", "--ip6tables=false", "--bridge=none", "--debug")
+	args := []string{"--config-file", confPath,
+		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
+		"--pidfile", filepath.Join(dir, "dockerd.pid"), "-H", "unix://" + sock, "--debug"}
+	cmd := exec.Command("dockerd", append(args, netFlags...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Pdeathsig: a test binary killed by -timeout must not leave the daemon behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("start dockerd: %w", err)
+		return nil, fmt.Errorf("start dockerd: %w", err)
 	}
-	dockerEnv = []string{"DOCKER_HOST=unix://" + dockerSock, "DOCKER_CONFIG=" + filepath.Join(dockerDir, "client")}
-	atExit(func() { stopDockerd(cmd); logf.Close() })
-	if !waitFor(60*time.Second, func() bool { return docker(runOpts{}, "version").code == 0 }) {
-		return fmt.Errorf("dockerd did not answer on %s: %s", dockerSock, tailFile(logPath, 5))
+	env := []string{"DOCKER_HOST=unix://" + sock, "DOCKER_CONFIG=" + filepath.Join(dir, "client")}
+	cli := func(o runOpts, args ...string) result {
+		o.env = append(o.env, env...)
+		return runCmd(o, append([]string{dockerCLI}, args...)...)
 	}
-	if r := docker(runOpts{timeout: 2 * time.Minute}, "import", "--change", `CMD ["/bin/sh"]`, imageTar, imageName); r.code != 0 {
-		return fmt.Errorf("docker import: %s", r)
+	atExit(func() { stopDockerd(cmd, cli); logf.Close() })
+	if !waitFor(60*time.Second, func() bool { return cli(runOpts{}, "version").code == 0 }) {
+		return nil, fmt.Errorf("dockerd did not answer on %s: %s", sock, tailFile(logPath, 5))
 	}
-	return nil
-})
+	if r := cli(runOpts{timeout: 2 * time.Minute}, "import", "--change", `CMD ["/bin/sh"]`, imageTar, imageName); r.code != 0 {
+		return nil, fmt.Errorf("docker import: %s", r)
+	}
+	return env, nil
+}
 
-func stopDockerd(cmd *exec.Cmd) {
-	if ids := strings.Fields(docker(runOpts{}, "ps", "-aq").stdout); len(ids) > 0 {
-		docker(runOpts{timeout: 2 * time.Minute}, append([]string{"rm", "-f"}, ids...)...)
+func stopDockerd(cmd *exec.Cmd, cli func(runOpts, ...string) result) {
+	if ids := strings.Fields(cli(runOpts{}, "ps", "-aq").stdout); len(ids) > 0 {
+		cli(runOpts{timeout: 2 * time.Minute}, append([]string{"rm", "-f"}, ids...)...)
 	}
+	// A network's bridge and iptables rules outlive the daemon otherwise.
+	cli(runOpts{}, "network", "prune", "-f")
 	_ = cmd.Process.Signal(syscall.SIGTERM) // dockerd stops its containerd itself
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -94,10 +107,12 @@ type dockerT struct {
 	t       *testing.T
 	mode    string
 	runtime string
+	dir     string   // the daemon's directory (its log)
+	env     []string // the client's environment for that daemon
 }
 
 func newDocker(t *testing.T, mode string) *dockerT {
-	d := &dockerT{t: t, mode: mode, runtime: "runh"}
+	d := &dockerT{t: t, mode: mode, runtime: "runh", dir: dockerDir, env: dockerEnv}
 	if mode == modeHypervisor {
 		d.runtime = "runh-vm"
 	}
@@ -105,7 +120,7 @@ func newDocker(t *testing.T, mode string) *dockerT {
 }
 
 func (d *dockerT) do(args ...string) result {
-	return docker(runOpts{timeout: cmdTimeout(d.mode)}, args...)
+	return runCmd(runOpts{env: d.env, timeout: cmdTimeout(d.mode)}, append([]string{dockerCLI}, args...)...)
 }
 
 func (d *dockerT) ok(args ...string) string {
@@ -113,7 +128,7 @@ func (d *dockerT) ok(args ...string) string {
 	r := d.do(args...)
 	if r.code != 0 || r.err != nil {
 		d.t.Fatalf("docker %s: %s\ndockerd log:\n%s", strings.Join(args, " "), r,
-			grepLines(readFile(filepath.Join(dockerDir, "dockerd.log")), "level=error", 5))
+			grepLines(readFile(filepath.Join(d.dir, "dockerd.log")), "level=error", 5))
 	}
 	return strings.TrimSpace(r.stdout)
 }

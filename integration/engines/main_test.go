@@ -131,6 +131,9 @@ func mainWithCleanup(m *testing.M) int {
 			created = append(created, p)
 		}
 	}
+	// dockerd turns forwarding on even without iptables; the network
+	// scenarios add bridges and iptables chains (network_test.go).
+	endHostNet := hostNetBegin()
 	defer func() {
 		stopMu.Lock()
 		for i := len(stoppers) - 1; i >= 0; i-- {
@@ -139,6 +142,7 @@ func mainWithCleanup(m *testing.M) int {
 		stopMu.Unlock()
 		killLeftovers(baseDir)
 		unmountUnder(baseDir)
+		endHostNet()
 		for _, p := range created {
 			if strings.HasPrefix(p, "/sys/fs/cgroup/") {
 				removeCgroupTree(p)
@@ -170,10 +174,12 @@ func mainWithCleanup(m *testing.M) int {
 }
 
 // hostPaths are written outside the suite's temp dir by the engines alone:
-// podman's exit and lock dirs, containerd's fifo and shim socket dirs (also
-// the containerd that dockerd starts), dockerd's plugin dir and trust key.
-var hostPaths = []string{"/run/libpod", "/run/containers", "/run/containerd", "/opt/containerd",
-	"/run/docker", "/etc/docker/key.json", "/etc/cni/net.d/cni.lock"}
+// podman's exit and lock dirs and image copy cache, containerd's fifo and
+// shim socket dirs (also the containerd that dockerd starts), dockerd's
+// plugin dir and trust key; runc's default root, which podman uses with the
+// reference runtime.
+var hostPaths = []string{"/run/libpod", "/run/containers", "/var/lib/containers", "/run/containerd", "/opt/containerd",
+	"/run/docker", "/etc/docker/key.json", "/etc/cni/net.d/cni.lock", "/run/runc"}
 
 // traceRuntime points the engines at wrapper scripts that log each runtime
 // call and add --debug (which goes where the engine's --log says). The

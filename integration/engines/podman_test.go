@@ -57,6 +57,8 @@ lock_type = "file"
 tmp_dir = "%[1]s/tmp"
 volume_path = "%[1]s/volumes"
 [network]
+# CNI, whatever else is installed: the network scenarios expect its bridges.
+network_backend = "cni"
 network_config_dir = "%[1]s/cni"
 `, dir, nofile.Max, nproc.Max)
 	storage := fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n", dir+"/root", dir+"/runroot")

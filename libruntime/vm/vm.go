@@ -336,7 +336,7 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	if err := shim.RemoveHostCgroup(h.Dir); err != nil {
 		return fmt.Errorf("remove the VM's host cgroup: %w", err)
 	}
-	for _, n := range []string{shim.ShareName, "vm"} {
+	for _, n := range []string{shim.ShareName, shim.VolumesName, "vm"} {
 		if err := os.RemoveAll(filepath.Join(h.Dir, n)); err != nil {
 			return err
 		}
