@@ -56,10 +56,10 @@ func newTestNet(t *testing.T, x *h, slot int, inNS bool) *testNet {
 	}
 	sub := (os.Getpid()%20)*12 + slot*2 + m
 	n := &testNet{
-		name:    fmt.Sprintf("rhnet%d%c%d", slot, x.mode[0], os.Getpid()),
-		hostIf:  fmt.Sprintf("rhv%d%c%d", slot, x.mode[0], os.Getpid()%100000),
-		hostIP:  fmt.Sprintf("10.231.%d.1", sub),
-		ctrIP:   fmt.Sprintf("10.231.%d.2", sub),
+		name:   fmt.Sprintf("rhnet%d%c%d", slot, x.mode[0], os.Getpid()),
+		hostIf: fmt.Sprintf("rhv%d%c%d", slot, x.mode[0], os.Getpid()%100000),
+		hostIP: fmt.Sprintf("10.231.%d.1", sub),
+		ctrIP:  fmt.Sprintf("10.231.%d.2", sub),
 		// Canonical forms, as ip prints them (fd00:231::1 for sub 0).
 		hostIP6: net.ParseIP(fmt.Sprintf("fd00:231:%d::1", sub)).String(),
 		ctrIP6:  net.ParseIP(fmt.Sprintf("fd00:231:%d::2", sub)).String(),
