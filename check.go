@@ -51,6 +51,7 @@ var checkCommand = &cli.Command{
 		fmt.Printf("  guest kernel: %s %s, %s (%d modules)\n", orNone(h.Kernel), h.KernelVersion, orNone(h.KernelFlavor), h.Modules)
 		fmt.Printf("  initrd:       %s (cache %s)\n", orNone(h.Initrd), h.InitrdCache)
 		fmt.Printf("  network:      %s\n", h.Network)
+		fmt.Printf("  templates:    %d in %s (made on first use; --vm-template=false boots instead)\n", h.Templates, h.TemplateDir)
 		return nil
 	},
 }

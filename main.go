@@ -70,6 +70,7 @@ func main() {
 			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "manage cgroups with systemd"},
 			&cli.StringFlag{Name: "rootless", Value: "auto", Usage: "rootless mode: true, false or auto"},
 			&cli.StringFlag{Name: "isolation", Usage: "default isolation for bundles that do not choose: process or hypervisor"},
+			&cli.BoolFlag{Name: "vm-template", Value: true, Usage: "start VMs from a saved template (--vm-template=false boots each)"},
 			&cli.StringFlag{Name: "criu", Hidden: true, Usage: "accepted for runc compatibility; unused"},
 		},
 		Commands: []*cli.Command{
@@ -190,7 +191,7 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 		Default: def,
 		Backends: map[libruntime.Mode]libruntime.Backend{
 			libruntime.ProcessIsolation:    &linux.Backend{SystemdCgroup: systemd},
-			libruntime.HypervisorIsolation: &vm.Backend{},
+			libruntime.HypervisorIsolation: &vm.Backend{NoTemplate: !cmd.Bool("vm-template")},
 		},
 	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/runh-project/runh/hvshim/assets"
 	"github.com/runh-project/runh/hvshim/initrd"
 	"github.com/runh-project/runh/hvshim/qemu"
+	"github.com/runh-project/runh/hvshim/template"
 	"github.com/runh-project/runh/hvshim/transport"
 	"github.com/runh-project/runh/hvshim/vmnet"
 )
@@ -28,6 +29,8 @@ type CheckReport struct {
 	Initrd        string `json:"initrd,omitempty"` // cached initrd for this binary, if built
 	InitrdCache   string `json:"initrdCache"`
 	Network       string `json:"network"` // "available", or why not
+	Templates     int    `json:"templates"`
+	TemplateDir   string `json:"templateDir"`
 	Usable        bool   `json:"usable"`
 	Reason        string `json:"reason,omitempty"` // why not usable
 }
@@ -65,6 +68,7 @@ func Check() CheckReport {
 			}
 		}
 	}
+	r.Templates, r.TemplateDir = len(template.List()), template.Dir()
 	r.Network = "available"
 	if err := networkSupport(); err != nil {
 		r.Network = err.Error()

@@ -5,8 +5,10 @@ package hvshim
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,8 +16,11 @@ import (
 	"github.com/runh-project/runh/hvshim/assets"
 	"github.com/runh-project/runh/hvshim/client"
 	"github.com/runh-project/runh/hvshim/initrd"
+	"github.com/runh-project/runh/hvshim/proto"
 	"github.com/runh-project/runh/hvshim/qemu"
+	"github.com/runh-project/runh/hvshim/template"
 	"github.com/runh-project/runh/hvshim/transport"
+	"github.com/runh-project/runh/hvshim/vmnet"
 )
 
 // Defaults for a VM whose size nothing asks for.
@@ -32,7 +37,9 @@ type VMConfig struct {
 	Accel     string // "" probes
 	Share     string // the rootfs's directory, mounted at agent.ShareDir; "" for none
 	Volumes   string // bind-mount sources' directory, at agent.VolumeDir; "" for none
-	NICs      []qemu.NIC
+	// NoTemplate boots the VM instead of restoring it from a template.
+	NoTemplate bool
+	NICs       []qemu.NIC
 	// CgroupV1 lists cgroup v1 hierarchies for the guest to mount as the
 	// host has them (see agent); nil: cgroup v2 only.
 	CgroupV1  []string
@@ -44,9 +51,15 @@ type VMConfig struct {
 // BootTimes splits a boot, in seconds since QEMU was started.
 type BootTimes struct {
 	QMP        float64 // QEMU answered QMP
-	AgentReady float64 // the agent answered the hello and a ping
+	AgentReady float64 // the agent answered, took the shares and clock
 	GuestInit  float64 // guest uptime when /init started
 	GuestReady float64 // guest uptime when the agent accepted the host
+	// Template is how the VM started: "restored" from a template, "built"
+	// (the template was made first), or "cold" (booted) for the reason.
+	Template       string `json:",omitempty"`
+	TemplateReason string `json:",omitempty"`
+
+	t0 time.Time
 }
 
 // VM is a booted utility VM with its agent connected.
@@ -69,8 +82,9 @@ func Initrd(g *assets.Guest, init string) (string, error) {
 	return initrd.Ensure(initrd.CacheDir(), initrd.Spec{Init: init, Modules: g.Modules, Compress: gz})
 }
 
-// StartVM boots a VM and waits until its agent answers. On error nothing
-// is left running.
+// StartVM starts a VM, restored from its template (hvshim/template) or
+// booted, and waits until its agent answers and has taken the shares,
+// the host's clock and fresh entropy. On error nothing is left running.
 func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	g, err := assets.Find()
 	if err != nil {
@@ -90,6 +104,11 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	if c.CPUs == 0 {
 		c.CPUs = DefaultCPUs
 	}
+	reason := "disabled (io.runh.vm.template or --vm-template)"
+	if _, ok := template.Size(c.MemoryMiB); !ok && !c.NoTemplate {
+		c.NoTemplate = true
+		reason = fmt.Sprintf("%d MiB of memory is beyond the largest template", c.MemoryMiB)
+	}
 	tr, err := transport.NewHost(c.Transport, c.Dir)
 	if err != nil {
 		return nil, err
@@ -103,23 +122,83 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	if c.Debug {
 		qc.Append = append(qc.Append, "runh.debug=1")
 	}
-	if c.Share != "" {
-		qc.Shares = append(qc.Shares, qemu.Share{Tag: agent.ShareTag, Path: c.Share})
-		qc.Append = append(qc.Append, "runh.share=1")
-	}
 	if len(c.CgroupV1) > 0 {
 		qc.Append = append(qc.Append, agent.CgroupV1Arg+strings.Join(c.CgroupV1, ":"))
 	}
-	if c.Volumes != "" {
-		qc.Shares = append(qc.Shares, qemu.Share{Tag: agent.VolumeTag, Path: c.Volumes})
-		qc.Append = append(qc.Append, "runh.vol=1")
+	// Every VM has both shares, an empty directory standing for one it
+	// does not use, so that all have the same devices (one template).
+	empty := filepath.Join(c.Dir, "empty")
+	if err := os.MkdirAll(empty, 0o700); err != nil {
+		return nil, err
+	}
+	qc.Shares = []qemu.Share{{Tag: agent.ShareTag, Path: orDir(c.Share, empty)}, {Tag: agent.VolumeTag, Path: orDir(c.Volumes, empty)}}
+
+	how, key := template.Cold, ""
+	if !c.NoTemplate {
+		if how, key, err = template.Prepare(ctx, qc, vmnet.ScratchTaps); err != nil {
+			reason = err.Error()
+		} else {
+			reason = ""
+		}
+	}
+	v, err := launch(ctx, qc, how != template.Cold)
+	if err != nil && how != template.Cold {
+		// A template that does not restore is removed; this VM boots.
+		template.Invalidate(key)
+		qc.Incoming.Close()
+		qc.MemoryFile, qc.Incoming = "", nil
+		how, reason = template.Cold, "restore failed: "+err.Error()
+		v, err = launch(ctx, qc, false)
+	}
+	if qc.Incoming != nil {
+		qc.Incoming.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	v.Transport, v.Accel = tr, accel
+	v.Times.Template, v.Times.TemplateReason = string(how), reason
+	defer func() {
+		if err != nil {
+			v.Agent.Sess.Close()
+			v.QEMU.Kill()
+		}
+	}()
+	entropy := make([]byte, 64)
+	if _, err := rand.Read(entropy); err != nil {
+		return nil, err
+	}
+	if err := v.Agent.Call(ctx, proto.OpBoot, proto.BootRequest{TimeNs: time.Now().UnixNano(), Entropy: entropy,
+		Share: c.Share != "", Volumes: c.Volumes != ""}, nil); err != nil {
+		return nil, err
+	}
+	v.Times.AgentReady = v.Times.sinceStart()
+	return v, nil
+}
+
+func orDir(dir, empty string) string {
+	if dir == "" {
+		return empty
+	}
+	return dir
+}
+
+// launch starts QEMU and connects to the agent. A restored VM gets a
+// short deadline: a template that does not come back should fall back to
+// a boot soon, not after the boot timeout.
+func launch(ctx context.Context, qc *qemu.Config, restore bool) (_ *VM, err error) {
+	if restore {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 	}
 	t0 := time.Now()
 	q, err := qemu.Start(ctx, qc)
 	if err != nil {
 		return nil, err
 	}
-	v := &VM{QEMU: q, Transport: tr, Accel: accel}
+	v := &VM{QEMU: q}
+	v.Times.t0 = t0
 	v.Times.QMP = time.Since(t0).Seconds()
 	defer func() {
 		if err != nil {
@@ -136,11 +215,11 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 		case <-dctx.Done():
 		}
 	}()
-	sess, err := tr.Dial(dctx)
+	sess, err := qc.Transport.Dial(dctx)
 	if err != nil {
 		select {
 		case <-q.Done():
-			return nil, fmt.Errorf("vm exited while booting (see %s/%s)", c.Dir, qemu.ConsoleLog)
+			return nil, fmt.Errorf("vm exited while booting (see %s/%s)", qc.Dir, qemu.ConsoleLog)
 		default:
 		}
 		return nil, err
@@ -155,10 +234,11 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 		sess.Close()
 		return nil, err
 	}
-	v.Times.AgentReady = time.Since(t0).Seconds()
 	v.Times.GuestInit, v.Times.GuestReady = p.Init, p.Ready
 	return v, nil
 }
+
+func (t *BootTimes) sinceStart() float64 { return time.Since(t.t0).Seconds() }
 
 // Close shuts the VM down: the agent connection, then QEMU.
 func (v *VM) Close() {

@@ -22,10 +22,13 @@ const (
 	AnnotationVMMemory  = "io.runh.vm.memory"
 	AnnotationVMCPUs    = "io.runh.vm.cpus"
 	AnnotationVMAccel   = "io.runh.vm.accel"
+	// AnnotationVMTemplate "false" boots the VM instead of restoring it
+	// from a saved template.
+	AnnotationVMTemplate = "io.runh.vm.template"
 )
 
 // Annotations lists runh's own annotations, for `features`.
-var Annotations = []string{AnnotationIsolation, AnnotationVMMemory, AnnotationVMCPUs, AnnotationVMAccel}
+var Annotations = []string{AnnotationIsolation, AnnotationVMMemory, AnnotationVMCPUs, AnnotationVMAccel, AnnotationVMTemplate}
 
 // Limits on VM sizing: below the minimum the guest kernel cannot boot,
 // above the maximum QEMU would refuse or the host could not honour it.
@@ -50,6 +53,8 @@ type VMConfig struct {
 	MemoryMiB int    `json:"memoryMiB,omitempty"`
 	CPUs      int    `json:"cpus,omitempty"`
 	Accel     string `json:"accel,omitempty"`
+	// NoTemplate boots the VM rather than restoring a saved one.
+	NoTemplate bool `json:"noTemplate,omitempty"`
 }
 
 // Isolation is what a bundle's annotations ask for.
@@ -85,6 +90,12 @@ func ParseIsolation(annotations map[string]string, def Mode) (Isolation, error) 
 			iso.VM.MemoryMiB, err = parseBounded(v, MinVMMemoryMiB, MaxVMMemoryMiB, "MiB")
 		case AnnotationVMCPUs:
 			iso.VM.CPUs, err = parseBounded(v, 1, MaxVMCPUs, "vCPUs")
+		case AnnotationVMTemplate:
+			var b bool
+			if b, err = strconv.ParseBool(v); err != nil {
+				err = fmt.Errorf("invalid boolean %q", v)
+			}
+			iso.VM.NoTemplate = !b
 		case AnnotationVMAccel:
 			if v != "kvm" && v != "tcg" {
 				err = fmt.Errorf("invalid accelerator %q: want kvm or tcg", v)

@@ -49,10 +49,10 @@ func run() error {
 	if err := mountBase(); err != nil {
 		return err
 	}
-	if err := mountShares(); err != nil {
-		return err
-	}
+	// The shares are mounted when the host says (OpBoot): a VM saved as a
+	// template must not have them mounted (QEMU refuses to migrate then).
 	startReaper()
+	announceWait()
 	sess, err := transport.GuestAccept(transport.GuestKind())
 	if err != nil {
 		return err

@@ -242,15 +242,16 @@ const (
 	volumeOpts = "trans=virtio,version=9p2000.L,msize=262144,access=client,cache=none"
 )
 
-// mountShares mounts the host's share directories the VM was given.
-func mountShares() error {
-	b, _ := os.ReadFile("/proc/cmdline")
-	cmdline := string(b)
-	for _, m := range []struct{ flag, tag, dir, opts string }{
-		{"runh.share=1", ShareTag, ShareDir, rootfsOpts},
-		{"runh.vol=1", VolumeTag, VolumeDir, volumeOpts},
+// mountShares mounts the share directories the VM was given.
+func mountShares(share, volumes bool) error {
+	for _, m := range []struct {
+		want           bool
+		tag, dir, opts string
+	}{
+		{share, ShareTag, ShareDir, rootfsOpts},
+		{volumes, VolumeTag, VolumeDir, volumeOpts},
 	} {
-		if !strings.Contains(cmdline, m.flag) {
+		if !m.want {
 			continue
 		}
 		if err := os.MkdirAll(m.dir, 0o755); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Paths inside the initrd, read by the agent.
@@ -69,6 +70,8 @@ func Ensure(dir string, s Spec) (string, error) {
 		path += ".gz"
 	}
 	if _, err := os.Stat(path); err == nil {
+		now := time.Now()
+		os.Chtimes(path, now, now) // in use: not stale
 		return path, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -93,12 +96,18 @@ func Ensure(dir string, s Spec) (string, error) {
 	return path, nil
 }
 
-// removeStale deletes older initrds so the cache does not grow with every
-// rebuilt binary. Files in use stay readable until QEMU closes them.
+// staleAfter is how long an initrd no VM started from stays cached.
+const staleAfter = time.Hour
+
+// removeStale deletes initrds unused for a while, so the cache does not
+// grow with every rebuilt binary. Not the others: several runh binaries
+// (an upgrade under running engines, a test build beside an installed
+// one) and kernels may be in use at once, and a VM about to start must
+// find its initrd.
 func removeStale(dir, keep string) {
 	old, _ := filepath.Glob(filepath.Join(dir, "initrd-*"))
 	for _, p := range old {
-		if p != keep {
+		if st, err := os.Stat(p); err == nil && p != keep && time.Since(st.ModTime()) > staleAfter {
 			os.Remove(p)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // entries parses a newc archive into name -> data.
@@ -63,8 +64,22 @@ func TestWriteAndCache(t *testing.T) {
 	if err != nil || p2 == p1 {
 		t.Fatalf("changed binary not rebuilt: %s %v", p2, err)
 	}
+	// Another binary's initrd, recently used, stays: a VM may be about
+	// to start from it.
+	if _, err := os.Stat(p1); err != nil {
+		t.Fatal("recent initrd of another binary removed")
+	}
+	old := time.Now().Add(-2 * staleAfter)
+	os.Chtimes(p1, old, old)
+	os.WriteFile(init, []byte("binary-3"), 0o755)
+	if _, err := Ensure(cache, s); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(p1); !os.IsNotExist(err) {
 		t.Fatal("stale initrd kept")
+	}
+	if _, err := os.Stat(p2); err != nil {
+		t.Fatal("recent initrd removed")
 	}
 }
 

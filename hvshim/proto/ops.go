@@ -24,6 +24,8 @@ const (
 	OpCloseIn = "close-stdin"
 	// OpSync writes the guest's dirty pages back to the host's files.
 	OpSync = "sync"
+	// OpBoot is the host's first call (a BootRequest).
+	OpBoot = "boot"
 	// OpNetwork gives the guest the container's network (a vmnet.Config)
 	// before OpCreate; it answers a NetworkReply.
 	OpNetwork = "network"
@@ -150,4 +152,12 @@ type PsProc struct {
 	RSS     uint64   `json:"rss"` // KiB
 	Nice    int      `json:"nice"`
 	Threads int      `json:"threads"`
+}
+
+// BootRequest makes a booted or restored guest this container's.
+type BootRequest struct {
+	TimeNs  int64  `json:"timeNs"`  // the host's wall clock
+	Entropy []byte `json:"entropy"` // fresh random bytes to reseed with
+	Share   bool   `json:"share,omitempty"`
+	Volumes bool   `json:"volumes,omitempty"`
 }

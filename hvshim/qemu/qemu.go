@@ -4,6 +4,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -51,6 +52,13 @@ type Config struct {
 	NICs      []NIC
 	Transport *transport.Host
 	Debug     bool // verbose kernel console
+
+	// Templates (hvshim/template): guest RAM in MemoryFile, mapped shared
+	// (a template being made) or private (a VM restored from it), and the
+	// saved device state read from Incoming.
+	MemoryFile   string
+	MemoryShared bool
+	Incoming     *os.File
 }
 
 // BaseCmdline is the kernel command line. The console goes to a log file;
@@ -102,8 +110,12 @@ func (c *Config) Args() ([]string, []*os.File) {
 		cmdline = append(cmdline, "tsc_early_khz="+khz)
 	}
 	cmdline = append(cmdline, c.Append...)
+	machine := "microvm,acpi=on,x-option-roms=off"
+	if c.MemoryFile != "" {
+		machine += ",memory-backend=mem"
+	}
 	args := []string{
-		"-M", "microvm,acpi=on,x-option-roms=off",
+		"-M", machine,
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-accel", accel,
 		"-m", strconv.Itoa(c.MemoryMiB),
@@ -127,6 +139,14 @@ func (c *Config) Args() ([]string, []*os.File) {
 		args = append(args, "-fsdev", fsdev,
 			"-device", "virtio-9p-device,fsdev="+id+",mount_tag="+escape(s.Tag))
 	}
+	if c.MemoryFile != "" {
+		share := "off"
+		if c.MemoryShared {
+			share = "on"
+		}
+		args = append(args,
+			"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", c.MemoryMiB, escape(c.MemoryFile), share))
+	}
 	var files []*os.File
 	if c.Transport != nil {
 		a, f := c.Transport.QEMUArgs(0)
@@ -142,6 +162,11 @@ func (c *Config) Args() ([]string, []*os.File) {
 		}
 		args = append(args, "-netdev", fmt.Sprintf("tap,id=%s,fd=%d", id, 3+len(files)), "-device", dev)
 		files = append(files, n.Tap)
+	}
+	if c.Incoming != nil {
+		// Deferred: the capability must be set first (Start does).
+		args = append(args, "-incoming", "defer")
+		files = append(files, c.Incoming)
 	}
 	return args, files
 }
@@ -190,7 +215,14 @@ func Start(ctx context.Context, c *Config) (*VM, error) {
 		conn, err := transport.DialUnixIn(c.Dir, QMPSocket)
 		if err == nil {
 			if v.QMP, err = NewQMP(conn, 10*time.Second); err == nil {
-				return v, nil
+				if c.Incoming == nil {
+					return v, nil
+				}
+				if err = v.incoming(3 + len(files) - 1); err == nil {
+					return v, nil
+				}
+				v.Kill()
+				return nil, err
 			}
 			conn.Close()
 		}
@@ -202,6 +234,45 @@ func Start(ctx context.Context, c *Config) (*VM, error) {
 			return nil, fmt.Errorf("qemu did not open QMP: %w", ctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+}
+
+// IgnoreShared is the migration capability that leaves RAM mapped from a
+// shared file out of the stream (templates). Both ends must set it.
+var IgnoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+
+// incoming loads the saved state from descriptor fd; the VM runs once it
+// is loaded.
+func (v *VM) incoming(fd int) error {
+	if _, err := v.QMP.Execute("migrate-set-capabilities", IgnoreShared, 10*time.Second); err != nil {
+		return err
+	}
+	if _, err := v.QMP.Execute("migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", fd)}, 10*time.Second); err != nil {
+		return err
+	}
+	// The template was saved stopped, so the loaded VM stays paused.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := v.QMP.Execute("query-migrate", nil, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Status string `json:"status"`
+			Error  string `json:"error-desc"`
+		}
+		json.Unmarshal(r, &st)
+		switch st.Status {
+		case "completed":
+			_, err := v.QMP.Execute("cont", nil, 10*time.Second)
+			return err
+		case "failed", "cancelled":
+			return fmt.Errorf("load template: %s %s", st.Status, st.Error)
+		}
+		if time.Now().After(deadline) {
+			return errors.New("load template: timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // QMP is a minimal client of QEMU's machine protocol.
@@ -67,6 +70,13 @@ func (q *QMP) exec(cmd string, args any) (json.RawMessage, error) {
 	if _, err := q.conn.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
+	var out json.RawMessage
+	err := q.readReturn(cmd, &out)
+	return out, err
+}
+
+// readReturn reads until the command's answer, skipping events.
+func (q *QMP) readReturn(cmd string, out *json.RawMessage) error {
 	for {
 		var resp struct {
 			Return json.RawMessage `json:"return"`
@@ -77,15 +87,18 @@ func (q *QMP) exec(cmd string, args any) (json.RawMessage, error) {
 			Event string `json:"event"`
 		}
 		if err := q.read(&resp); err != nil {
-			return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+			return fmt.Errorf("qmp %s: %w", cmd, err)
 		}
 		switch {
 		case resp.Event != "":
 			continue // asynchronous events are not waited for here
 		case resp.Error != nil:
-			return nil, fmt.Errorf("qmp %s: %s", cmd, resp.Error.Desc)
+			return fmt.Errorf("qmp %s: %s", cmd, resp.Error.Desc)
 		default:
-			return resp.Return, nil
+			if out != nil {
+				*out = resp.Return
+			}
+			return nil
 		}
 	}
 }
@@ -105,3 +118,21 @@ func (q *QMP) Status() (string, error) {
 
 // Close closes the connection.
 func (q *QMP) Close() error { return q.conn.Close() }
+
+// SendFd hands QEMU an open file under name (the getfd command), for a
+// command that takes "fd:name", such as migrate.
+func (q *QMP) SendFd(name string, f *os.File, timeout time.Duration) error {
+	uc, ok := q.conn.(*net.UnixConn)
+	if !ok {
+		return errors.New("qmp: not a unix socket")
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.conn.SetDeadline(time.Now().Add(timeout))
+	defer q.conn.SetDeadline(time.Time{})
+	b, _ := json.Marshal(map[string]any{"execute": "getfd", "arguments": map[string]string{"fdname": name}})
+	if _, _, err := uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil); err != nil {
+		return fmt.Errorf("qmp getfd: %w", err)
+	}
+	return q.readReturn("getfd", nil)
+}

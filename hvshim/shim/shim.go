@@ -24,6 +24,7 @@ import (
 	"github.com/runh-project/runh/hvshim"
 	"github.com/runh-project/runh/hvshim/client"
 	"github.com/runh-project/runh/hvshim/proto"
+	"github.com/runh-project/runh/hvshim/template"
 	"github.com/runh-project/runh/hvshim/vmnet"
 	"github.com/runh-project/runh/libruntime"
 )
@@ -92,6 +93,11 @@ type shim struct {
 
 // Main runs the shim for the container in dir and returns its exit code.
 func Main(dir string) int {
+	// Nothing create passed may reach QEMU (the host's network
+	// namespace least of all).
+	for fd := SyncFd; fd <= HostNetNSFd; fd++ {
+		unix.CloseOnExec(fd)
+	}
 	s := &shim{dir: dir, exited: make(chan struct{}), winch: make(chan struct{}, 1),
 		hostNS: os.NewFile(HostNetNSFd, "host-netns")}
 	sync := os.NewFile(SyncFd, "sync")
@@ -177,7 +183,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 	s.vm, err = hvshim.StartVM(ctx, hvshim.VMConfig{
 		Dir: vmDir, MemoryMiB: mem, CPUs: cpus, Accel: s.cfg.VM.Accel,
 		Share: share, Volumes: vols, Debug: s.cfg.Debug, NICs: s.net.NICs,
-		CgroupV1: guestCgroupV1(),
+		CgroupV1: guestCgroupV1(), NoTemplate: s.cfg.VM.NoTemplate,
 	})
 	s.net.CloseTaps() // QEMU has its own, or failed
 	if err != nil {
@@ -335,6 +341,9 @@ func vmSize(c libruntime.VMConfig, spec *specs.Spec) (mem, cpus int) {
 	}
 	if mem < hvshim.DefaultMemoryMiB {
 		mem = hvshim.DefaultMemoryMiB
+	}
+	if m, ok := template.Size(mem); ok && !c.NoTemplate {
+		mem = m // restored from a template of that size
 	}
 	if cpus == 0 {
 		cpus = hvshim.DefaultCPUs

@@ -1,7 +1,6 @@
 package vmnet
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -114,9 +113,18 @@ func Attach(spec *specs.Spec, stateDir string, hostNS *os.File) (_ *Attachment, 
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", w.Dev, err)
 		}
-		a.NICs = append(a.NICs, qemu.NIC{Tap: tap, MAC: a.Config.Interfaces[i].MAC, MTU: a.Config.Interfaces[i].MTU})
+		a.NICs = append(a.NICs, qemu.NIC{Tap: tap, MAC: DeviceMAC(i)})
+		a.Config.Interfaces[i].DeviceMAC = DeviceMAC(i)
 	}
 	return a, nil
+}
+
+// DeviceMAC is the MAC address of the VM's i-th virtio-net device as QEMU
+// is given it; the guest then sets the interface's own. The device set is
+// thereby the same for every VM with as many interfaces, whatever their
+// addresses and MTUs, so that one saved VM (hvshim/template) serves them all.
+func DeviceMAC(i int) string {
+	return fmt.Sprintf("02:72:75:6e:68:%02x", i) // "runh"
 }
 
 func (a *Attachment) save() error {
@@ -127,8 +135,8 @@ func (a *Attachment) save() error {
 	return libruntime.WriteFileAtomic(a.record, b, 0o600)
 }
 
-// spare makes one unwired tap and its NIC, with a MAC address of its own
-// until Late gives it the interface's.
+// spare makes one unwired tap and its NIC, whose device MAC the guest
+// replaces with the interface's when Late finds one.
 func (a *Attachment) spare(h *netlink.Handle) error {
 	w := wires{Tap: "tap0" + tapSuffix}
 	a.rec.Wires = append(a.rec.Wires, w)
@@ -139,14 +147,8 @@ func (a *Attachment) spare(h *netlink.Handle) error {
 	if err != nil {
 		return err
 	}
-	mac := make(net.HardwareAddr, 6)
-	if _, err := rand.Read(mac); err != nil {
-		tap.Close()
-		return err
-	}
-	mac[0] = mac[0]&0xfe | 0x02 // unicast, locally administered
-	a.NICs = append(a.NICs, qemu.NIC{Tap: tap, MAC: mac.String()})
-	a.spares = append(a.spares, mac.String())
+	a.NICs = append(a.NICs, qemu.NIC{Tap: tap, MAC: DeviceMAC(0)})
+	a.spares = append(a.spares, DeviceMAC(0))
 	return nil
 }
 
@@ -516,4 +518,28 @@ func retry[T any](fn func() (T, error)) (T, error) {
 		}
 	}
 	return v, err
+}
+
+// ScratchTaps makes n taps in a new, empty network namespace of their
+// own, for a VM that must have the devices but no network (a template
+// being made). The namespace and taps last as long as the files.
+func ScratchTaps(n int) ([]*os.File, error) {
+	var taps []*os.File
+	err := inNewNS(func() error {
+		for i := 0; i < n; i++ {
+			t, err := openTap(fmt.Sprintf("tap%d%s", i, tapSuffix))
+			if err != nil {
+				return err
+			}
+			taps = append(taps, t)
+		}
+		return nil
+	})
+	if err != nil {
+		for _, t := range taps {
+			t.Close()
+		}
+		return nil, err
+	}
+	return taps, nil
 }

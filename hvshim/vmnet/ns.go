@@ -112,3 +112,32 @@ func HostSupport() error {
 	}
 	return nil
 }
+
+// inNewNS runs fn in a new network namespace, on a thread of its own that
+// goes back to its namespace after (or dies).
+func inNewNS(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if netns.Set(orig) != nil {
+			errc <- ferr // the thread stays locked and dies with us
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}

@@ -36,6 +36,8 @@ const callTimeout = 60 * time.Second
 type Backend struct {
 	// Exe is the runh binary that runs `runh shim`; /proc/self/exe if empty.
 	Exe string
+	// NoTemplate boots every VM (--vm-template=false).
+	NoTemplate bool
 }
 
 var _ libruntime.Backend = (*Backend)(nil)
@@ -56,7 +58,9 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	if err := vmnet.Check(bundle.Spec); err != nil {
 		return nil, err
 	}
-	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: iso.VM, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug}
+	vmc := iso.VM
+	vmc.NoTemplate = vmc.NoTemplate || b.NoTemplate
+	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: vmc, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug}
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,223 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// VM templates (hvshim/template) exist only with hypervisor isolation: these
+// tests skip in process mode, saying so.
+
+type bootRecord struct {
+	Template       string
+	TemplateReason string
+}
+
+// templateHarness gives a test its own template cache, so that it sees the
+// cache start empty whatever else runs.
+func templateHarness(t *testing.T, x *h) (cache string, env opts) {
+	t.Helper()
+	if x.mode != ModeHypervisor {
+		t.Skip("VM templates apply to hypervisor isolation only")
+	}
+	cache = filepath.Join(x.dir, "cache")
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return cache, opts{env: []string{"RUNH_CACHE_DIR=" + cache}}
+}
+
+func (x *h) bootRecord(id string) bootRecord {
+	x.t.Helper()
+	var b bootRecord
+	data, err := os.ReadFile(filepath.Join(x.root, id, "boot.json"))
+	if err != nil || json.Unmarshal(data, &b) != nil {
+		x.t.Fatalf("boot record of %s: %v", id, err)
+	}
+	return b
+}
+
+func templates(t *testing.T, cache string) []string {
+	t.Helper()
+	ents, _ := os.ReadDir(filepath.Join(cache, "templates"))
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// runOut runs a container to completion with env and returns its stdout.
+func (x *h) runOut(o opts, name string, args ...string) string {
+	x.t.Helper()
+	id := x.id(name)
+	out := createFile(x.t, x.dir, name+".out")
+	o.stdout = out
+	r := x.runO(o, "run", "--bundle", x.bundle(name, nil, args...), id)
+	if r.code != 0 {
+		x.t.Fatalf("run %s: %v: %s", name, r, readFile(fileName(out)))
+	}
+	return readFile(fileName(out))
+}
+
+// TestTemplateReuse: the first create makes the template, the next restore
+// it; two restored guests draw different random bytes, lay out processes
+// differently, and keep the host's time.
+func TestTemplateReuse(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		cache, env := templateHarness(t, x)
+		var ids []string
+		for i := 0; i < 3; i++ {
+			id := x.id(fmt.Sprintf("tpl%d", i))
+			o := env
+			o.stdout = createFile(t, x.dir, fmt.Sprintf("tpl%d.out", i))
+			if r := x.runO(o, "create", "--bundle", x.bundle(fmt.Sprintf("tpl%d", i), nil, "sleep", "1000"), id); r.code != 0 {
+				t.Fatalf("create: %v", r)
+			}
+			defer x.cleanupContainer(id)
+			ids = append(ids, id)
+		}
+		want := []string{"built", "restored", "restored"}
+		for i, id := range ids {
+			if b := x.bootRecord(id); b.Template != want[i] {
+				t.Errorf("container %d started %q (%s), want %q", i, b.Template, b.TemplateReason, want[i])
+			}
+		}
+		if n := len(templates(t, cache)); n != 1 {
+			t.Errorf("%d templates, want 1", n)
+		}
+		var seen []string
+		for _, id := range ids[1:] {
+			x.must("start", id)
+			out := x.must("exec", id, "sh", "-c", "head -c 32 /dev/urandom | od -An -tx1; grep stack /proc/self/maps; date +%s").stdout
+			f := strings.Fields(out)
+			host := time.Now().Unix()
+			if guest, err := strconv.ParseInt(f[len(f)-1], 10, 64); err != nil || guest < host-1 || guest > host+1 {
+				t.Errorf("guest clock %q, host %d", f[len(f)-1], host)
+			}
+			seen = append(seen, strings.Join(f[:len(f)-1], " "))
+		}
+		if seen[0] == seen[1] {
+			t.Errorf("two restored guests drew the same random bytes and layout: %s", seen[0])
+		}
+		for _, id := range ids {
+			x.must("delete", "--force", id)
+		}
+	})
+}
+
+// TestTemplateCorrupt: a damaged template means a cold boot and a new
+// template, never a failed container.
+func TestTemplateCorrupt(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		cache, env := templateHarness(t, x)
+		if got := x.runOut(env, "tplc0", "echo", "one"); got != "one\n" {
+			t.Fatalf("first container: %q", got)
+		}
+		tpls := templates(t, cache)
+		if len(tpls) != 1 {
+			t.Fatalf("templates after the first run: %v", tpls)
+		}
+		state := filepath.Join(cache, "templates", tpls[0], "state")
+		if err := os.WriteFile(state, []byte("garbage"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		id := x.id("tplc1")
+		o := env
+		o.stdout = createFile(t, x.dir, "tplc1.out")
+		if r := x.runO(o, "create", "--bundle", x.bundle("tplc1", nil, "echo", "two"), id); r.code != 0 {
+			t.Fatalf("create with a corrupt template: %v", r)
+		}
+		defer x.cleanupContainer(id)
+		if b := x.bootRecord(id); b.Template != "built" && b.Template != "cold" {
+			t.Errorf("after corruption the VM started %q (%s)", b.Template, b.TemplateReason)
+		}
+		x.must("start", id)
+		waitFileCount(t, fileName(o.stdout), "two", 1, x.timeout())
+		x.must("delete", "--force", id)
+		if got := x.runOut(env, "tplc2", "echo", "three"); got != "three\n" {
+			t.Fatalf("container after the rebuild: %q", got)
+		}
+	})
+}
+
+// TestTemplateConcurrent: ten creates at once with no template all succeed,
+// and leave one template.
+func TestTemplateConcurrent(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		cache, env := templateHarness(t, x)
+		var wg sync.WaitGroup
+		errs := make(chan error, 10)
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				name := fmt.Sprintf("tplk%d", i)
+				id := x.id(name)
+				o := env
+				o.stdout = createFile(t, x.dir, name+".out")
+				r := x.runO(o, "run", "--bundle", x.bundle(name, nil, "true"), id)
+				if r.code != 0 {
+					errs <- fmt.Errorf("%s: %v", name, r)
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if tpls := templates(t, cache); len(tpls) != 1 {
+			t.Errorf("templates after ten concurrent creates: %v", tpls)
+		}
+	})
+}
+
+// TestTemplateKilledWhileMade: QEMU killed while the template is being
+// made leaves no half-written template, and the create still succeeds.
+func TestTemplateKilledWhileMade(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		cache, env := templateHarness(t, x)
+		id := x.id("tplkill")
+		o := env
+		cmd, wait := x.start(o, "create", "--bundle", x.bundle("tplkill", nil, "true"), id)
+		defer x.cleanupContainer(id)
+		// The template VM runs in a temporary directory of the cache.
+		killed := false
+		deadline := time.Now().Add(x.timeout())
+		for !killed && time.Now().Before(deadline) {
+			for _, pid := range processesMentioning(filepath.Join(cache, "templates")) {
+				if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), "qemu") {
+					syscall.Kill(pid, syscall.SIGKILL)
+					killed = true
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		r := wait()
+		_ = cmd
+		if !killed {
+			t.Skip("the template was made before the test could kill it")
+		}
+		if r.code != 0 {
+			t.Errorf("create whose template VM was killed: %v", r)
+		}
+		for _, n := range templates(t, cache) {
+			if strings.Contains(n, ".") {
+				t.Errorf("half-written template left: %s", n)
+			} else if _, err := os.Stat(filepath.Join(cache, "templates", n, "meta.json")); err != nil {
+				t.Errorf("template %s without its metadata", n)
+			}
+		}
+	})
+}
