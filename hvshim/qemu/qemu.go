@@ -250,8 +250,18 @@ func (v *VM) incoming(fd int) error {
 	if _, err := v.QMP.Execute("migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", fd)}, 10*time.Second); err != nil {
 		return err
 	}
+	if err := v.WaitMigration(30 * time.Second); err != nil {
+		return err
+	}
 	// The template was saved stopped, so the loaded VM stays paused.
-	deadline := time.Now().Add(30 * time.Second)
+	_, err := v.QMP.Execute("cont", nil, 10*time.Second)
+	return err
+}
+
+// WaitMigration waits until the migration in progress (out or in) has
+// completed.
+func (v *VM) WaitMigration(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for {
 		r, err := v.QMP.Execute("query-migrate", nil, 10*time.Second)
 		if err != nil {
@@ -264,13 +274,12 @@ func (v *VM) incoming(fd int) error {
 		json.Unmarshal(r, &st)
 		switch st.Status {
 		case "completed":
-			_, err := v.QMP.Execute("cont", nil, 10*time.Second)
-			return err
+			return nil
 		case "failed", "cancelled":
-			return fmt.Errorf("load template: %s %s", st.Status, st.Error)
+			return fmt.Errorf("migration %s: %s", st.Status, st.Error)
 		}
 		if time.Now().After(deadline) {
-			return errors.New("load template: timed out")
+			return errors.New("migration timed out")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -332,34 +332,16 @@ func save(q *qemu.VM, path string) (string, error) {
 	if _, err := q.QMP.Execute("migrate", map[string]any{"uri": "fd:state"}, 10*time.Second); err != nil {
 		return "", err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r, err := q.QMP.Execute("query-migrate", nil, 10*time.Second)
-		if err != nil {
-			return "", err
-		}
-		var s struct {
-			Status    string `json:"status"`
-			ErrorDesc string `json:"error-desc"`
-		}
-		json.Unmarshal(r, &s)
-		switch s.Status {
-		case "completed":
-			f.Close()
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return "", err
-			}
-			sum := sha256.Sum256(b)
-			return hex.EncodeToString(sum[:]), nil
-		case "failed", "cancelled":
-			return "", fmt.Errorf("save template: %s %s", s.Status, s.ErrorDesc)
-		}
-		if time.Now().After(deadline) {
-			return "", errors.New("save template: timed out")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := q.WaitMigration(60 * time.Second); err != nil {
+		return "", fmt.Errorf("save template: %w", err)
 	}
+	f.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // prune keeps the newest templates.

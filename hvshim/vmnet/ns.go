@@ -11,9 +11,24 @@ import (
 
 // inNS runs fn on an OS thread that has entered ns, and returns fn's error.
 // Sockets and tap devices fn creates belong to ns for their whole life.
-// When the thread cannot go back to its own namespace it is left locked, so
-// the Go runtime ends it rather than reuse it elsewhere.
 func inNS(ns netns.NsHandle, fn func() error) error {
+	return onThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter network namespace: %w", err)
+		}
+		return nil
+	}, fn)
+}
+
+// inNewNS runs fn in a new network namespace.
+func inNewNS(fn func() error) error {
+	return onThread(func() error { return unix.Unshare(unix.CLONE_NEWNET) }, fn)
+}
+
+// onThread runs enter then fn on an OS thread of their own, then takes
+// the thread back to its network namespace. When it cannot go back it is
+// left locked, so the Go runtime ends it rather than reuse it elsewhere.
+func onThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -24,13 +39,15 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace: %w", err)
+		if err := enter(); err != nil {
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+			errc <- err
 			return
 		}
 		ferr := fn()
-		if err := netns.Set(orig); err != nil {
+		if netns.Set(orig) != nil {
 			errc <- ferr // the thread stays locked and dies with us
 			return
 		}
@@ -111,33 +128,4 @@ func HostSupport() error {
 		return fmt.Errorf("no /dev/net/tun on this host (load the tun module): %w", err)
 	}
 	return nil
-}
-
-// inNewNS runs fn in a new network namespace, on a thread of its own that
-// goes back to its namespace after (or dies).
-func inNewNS(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if netns.Set(orig) != nil {
-			errc <- ferr // the thread stays locked and dies with us
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
