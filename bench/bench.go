@@ -35,6 +35,7 @@ type bench struct {
 const (
 	process    = "process"
 	hypervisor = "hypervisor"
+	network    = "network" // both modes side by side
 )
 
 func newBench(ctx context.Context, c *config) (*bench, error) {
@@ -143,6 +144,13 @@ func (b *bench) run() error {
 		if err := b.benchVM(); err != nil {
 			return err
 		}
+	}
+	if b.c.has("net") && b.ctx.Err() == nil {
+		logf("section net (load %s)", loadavg())
+		if err := b.benchNet(); err != nil {
+			return fmt.Errorf("net: %w", err)
+		}
+		b.rep.Env.MaxLoad1 = max(b.rep.Env.MaxLoad1, load1())
 	}
 	b.rep.Env.LoadEnd = loadavg()
 	b.rep.Env.MaxLoad1 = max(b.rep.Env.MaxLoad1, load1())

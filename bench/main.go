@@ -21,7 +21,7 @@ import (
 )
 
 // Sections, in the order they run.
-var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory"}
+var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net"}
 
 type config struct {
 	Runh, Runc, Crun string
@@ -33,6 +33,9 @@ type config struct {
 	TPConcurrency    []int
 	VMN, VMMany      int
 	VMMemory, VMCPUs int // floor sizes when runh's own cannot be read
+	NetN             int // rounds of the network section
+	NetMiB, NetVMMiB int // MiB per TCP sample, process and hypervisor isolation
+	NetRequests      int // HTTP GETs per sample
 	MD, JSON         string
 	Workdir          string
 	Mkrootfs         string
@@ -66,6 +69,10 @@ func parseFlags() (*config, error) {
 	flag.IntVar(&c.VMMany, "vm-many", 10, "sleeping VM containers for the many-containers PSS figure")
 	flag.IntVar(&c.VMMemory, "vm-memory", 256, "floor memory (MiB) if runh's VM size cannot be read")
 	flag.IntVar(&c.VMCPUs, "vm-cpus", 1, "floor vCPUs if runh's VM size cannot be read")
+	flag.IntVar(&c.NetN, "net-n", 5, "rounds of the network section (each: one sample of every network figure per contender)")
+	flag.IntVar(&c.NetMiB, "net-mib", 256, "MiB per TCP throughput sample, process isolation")
+	flag.IntVar(&c.NetVMMiB, "net-vm-mib", 64, "MiB per TCP throughput sample, hypervisor isolation (less than -net-mib: TCG)")
+	flag.IntVar(&c.NetRequests, "net-requests", 200, "sequential HTTP GETs per request-rate sample")
 	flag.StringVar(&c.MD, "md", "docs/benchmarks.md", "markdown report (empty: none)")
 	flag.StringVar(&c.JSON, "json", "docs/benchmarks.json", "raw JSON results (empty: none)")
 	flag.StringVar(&c.Workdir, "workdir", "/run", "parent of the temporary bundles and state roots (tmpfs is best)")
@@ -91,7 +98,8 @@ func parseFlags() (*config, error) {
 		c.TPConcurrency = append(c.TPConcurrency, n)
 	}
 	sort.Ints(c.TPConcurrency)
-	if c.N < 1 || c.MemN < 1 || c.TPTotal < 1 || c.TPRounds < 1 || c.VMN < 1 || c.VMMany < 1 {
+	if c.N < 1 || c.MemN < 1 || c.TPTotal < 1 || c.TPRounds < 1 || c.VMN < 1 || c.VMMany < 1 ||
+		c.NetN < 1 || c.NetMiB < 1 || c.NetVMMiB < 1 || c.NetRequests < 1 {
 		return nil, errors.New("iteration counts must be at least 1")
 	}
 	// Paths are resolved now: the harness changes nothing about its cwd,

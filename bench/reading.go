@@ -73,6 +73,7 @@ func (r *Report) reading() []string {
 		}
 	}
 	out = append(out, r.vmReading()...)
+	out = append(out, r.netReading()...)
 	if len(out) == 0 {
 		out = append(out, "No figures were produced.")
 	}
@@ -196,6 +197,26 @@ func (r *Report) vmReading() []string {
 			}
 			out = append(out, line+".")
 		}
+	}
+	return out
+}
+
+// netReading gives each network figure's medians and ratios.
+func (r *Report) netReading() []string {
+	var out []string
+	for _, x := range r.rows(network, "") {
+		s := r.sentence(x, x.Unit)
+		if s == "" {
+			continue
+		}
+		var qs []string
+		for _, q := range x.Ratios {
+			qs = append(qs, fmt.Sprintf("%s %.2f", q.Name, q.Value))
+		}
+		if len(qs) > 0 {
+			s += "; " + strings.Join(qs, ", ")
+		}
+		out = append(out, "Network, "+strings.SplitN(x.Name, " (", 2)[0]+": "+s+".")
 	}
 	return out
 }

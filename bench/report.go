@@ -22,6 +22,7 @@ var tableTitles = map[string]string{
 	"boot":       "`run` of /bin/true against the floor (s, lower is better)",
 	"phases":     "Where runh's time goes: the same container verb by verb (s; … rows are parts of `create`)",
 	"pss":        "Host memory of shim + QEMU (PSS, MiB, lower is better)",
+	"network":    "Host → container over a bridge (higher is better)",
 }
 
 func (r *Report) write(mdPath, jsonPath string) error {
@@ -98,18 +99,26 @@ func (r *Report) markdown(jsonPath string) string {
 	if _, skipped := r.Skipped["vm-run"]; c.has("vm-run") && !skipped {
 		fmt.Fprintf(&b, " Hypervisor `run`: %d iterations, interleaved with the floor.", c.VMN)
 	}
+	if _, skipped := r.Skipped["net"]; c.has("net") && !skipped {
+		b.WriteString(" Network: one server container per contender, each in its own network namespace on a private bridge " +
+			"(veth, address, default route: what the CNI bridge plugin sets up), the namespace's path in config.json; " +
+			"both isolation modes in the same rounds.")
+	}
 	b.WriteString("\n\n")
 	if e.MaxLoad1 > 0.5*float64(e.Cores) {
 		fmt.Fprintf(&b, "> **The machine was busy during this run** (1-min load up to %.1f on %d cores): "+
 			"read the ratios as indicative only.\n\n", e.MaxLoad1, e.Cores)
 	}
-	for _, sec := range []struct{ id, title string }{{process, "Process isolation"}, {hypervisor, "Hypervisor isolation"}} {
+	for _, sec := range []struct{ id, title string }{{process, "Process isolation"}, {hypervisor, "Hypervisor isolation"}, {network, "Network"}} {
+		if sec.id == network && !c.has("net") {
+			continue // absent from reports of runs without it
+		}
 		fmt.Fprintf(&b, "## %s\n\n", sec.title)
 		if sec.id == hypervisor {
 			r.vmPreamble(&b)
 		}
 		r.skippedFor(&b, sec.id)
-		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss"} {
+		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network"} {
 			rows := r.rows(sec.id, t)
 			if len(rows) > 0 {
 				fmt.Fprintf(&b, "### %s\n\n%s\n", tableTitles[t], table(rows))
@@ -139,7 +148,7 @@ func (r *Report) vmPreamble(b *strings.Builder) {
 func (r *Report) skippedFor(b *strings.Builder, sec string) {
 	var ks []string
 	for k := range r.Skipped {
-		if strings.HasPrefix(k, "vm-") == (sec == hypervisor) {
+		if reportSection(k) == sec {
 			ks = append(ks, k)
 		}
 	}
@@ -153,6 +162,17 @@ func (r *Report) skippedFor(b *strings.Builder, sec string) {
 	if sec == hypervisor && len(r.rows(hypervisor, "")) == 0 && len(ks) == 0 {
 		b.WriteString("Not run (see `-sections`).\n\n")
 	}
+}
+
+// reportSection is the report section a -sections name belongs to.
+func reportSection(name string) string {
+	switch {
+	case name == "net":
+		return network
+	case strings.HasPrefix(name, "vm-"):
+		return hypervisor
+	}
+	return process
 }
 
 // rows returns the results of a section and table ("" for all tables).

@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -34,7 +35,10 @@ type Result struct {
 	HigherIsBetter bool      `json:"higherIsBetter,omitempty"`
 	Note           string    `json:"note,omitempty"`
 	Series         []*Series `json:"series"`
-	Ratios         []Ratio   `json:"ratios,omitempty"`
+	// RatioPairs, "a/b" each, replace the default ratios (the first
+	// series to each other one), e.g. to compare two modes of runh.
+	RatioPairs []string `json:"ratioPairs,omitempty"`
+	Ratios     []Ratio  `json:"ratios,omitempty"`
 }
 
 // Report is everything a run produced; it is written as JSON as is.
@@ -133,12 +137,18 @@ func (r *Report) finalize() {
 			s.P90 = percentile(sorted, 0.9)
 		}
 		x.Ratios = nil
-		if len(x.Series) < 2 || x.Series[0].N == 0 {
-			continue
+		pairs := x.RatioPairs
+		if pairs == nil {
+			for _, s := range x.Series[min(1, len(x.Series)):] {
+				pairs = append(pairs, x.Series[0].Runtime+"/"+s.Runtime)
+			}
 		}
-		for _, s := range x.Series[1:] {
-			if s.N > 0 && s.Median != 0 {
-				x.Ratios = append(x.Ratios, Ratio{x.Series[0].Runtime + "/" + s.Runtime, x.Series[0].Median / s.Median})
+		for _, p := range pairs {
+			a, b, _ := strings.Cut(p, "/")
+			num, ok1 := x.median(a)
+			den, ok2 := x.median(b)
+			if ok1 && ok2 && den != 0 {
+				x.Ratios = append(x.Ratios, Ratio{p, num / den})
 			}
 		}
 	}

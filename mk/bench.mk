@@ -8,6 +8,8 @@
 #                                      runh, Debian's runc and crun, and runc-src
 #   make bench BENCH_FLAGS='-sections run,verbs -n 20'
 #   make bench BENCH_FLAGS='-md build/bench.md -json build/bench.json'
+#   make bench BENCH_FLAGS='-sections net'   host → container network, both modes
+#                                      (builds and removes its own bridge, netns, veths, iptables chains)
 #   build/bench -h                     all flags
 #
 # Measure on a quiet machine: the report quotes the load average it saw.
@@ -22,8 +24,9 @@ BENCH_GUEST ?= guest-kernel
 
 # Debian's runc and crun are what runh is compared with; scripts/deps.sh
 # installs only what is missing (busybox-static and QEMU among its own).
+# iptables publishes the net section's port.
 bench-deps:
-	@RUNH_EXTRA_PKGS="runc crun $(RUNH_EXTRA_PKGS)" scripts/deps.sh
+	@RUNH_EXTRA_PKGS="runc crun iptables $(RUNH_EXTRA_PKGS)" scripts/deps.sh
 
 bench-build:
 	@mkdir -p $(dir $(BENCH_BIN))
