@@ -365,6 +365,15 @@ func prune(root string) {
 		Invalidate(x.name)
 		os.Remove(filepath.Join(root, x.name+".lock"))
 	}
+	// Locks of templates that were never made (their build failed) or
+	// are gone, once no build can still hold them.
+	locks, _ := filepath.Glob(filepath.Join(root, "*.lock"))
+	for _, l := range locks {
+		st, err := os.Stat(l)
+		if _, derr := os.Stat(strings.TrimSuffix(l, ".lock")); err == nil && os.IsNotExist(derr) && time.Since(st.ModTime()) > 10*time.Minute {
+			os.Remove(l)
+		}
+	}
 }
 
 // List returns the templates present, for runh check.
