@@ -1,0 +1,57 @@
+package template
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/runh-project/runh/hvshim/qemu"
+)
+
+func TestSize(t *testing.T) {
+	for in, want := range map[int]int{64: 256, 256: 256, 257: 512, 384: 512, 4096: 4096} {
+		if got, ok := Size(in); !ok || got != want {
+			t.Errorf("Size(%d) = %d %v, want %d", in, got, ok, want)
+		}
+	}
+	if _, ok := Size(5000); ok {
+		t.Error("5000 MiB has a template size")
+	}
+}
+
+// TestKey: host-side paths do not change the key; what the guest sees
+// (memory, devices, the initrd, hence runh's binary) does.
+func TestKey(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "qemu")
+	kernel := filepath.Join(dir, "vmlinux")
+	for _, f := range []string{bin, kernel} {
+		os.WriteFile(f, []byte(f), 0o755)
+	}
+	base := func() *qemu.Config {
+		return &qemu.Config{Binary: bin, Kernel: kernel, Initrd: "/cache/initrd-aaaa.cpio", MemoryMiB: 256, CPUs: 1, Accel: "tcg",
+			Dir: "/run/runh/c1/vm", Shares: []qemu.Share{{Tag: "runh", Path: "/run/runh/c1/share"}},
+			NICs: []qemu.NIC{{MAC: "02:72:75:6e:68:00"}}}
+	}
+	k0, err := Key(base())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := base()
+	other.Dir, other.Shares[0].Path = "/run/runh/c2/vm", "/run/runh/c2/share"
+	if k, _ := Key(other); k != k0 {
+		t.Error("another container's paths changed the key")
+	}
+	for name, mutate := range map[string]func(*qemu.Config){
+		"memory":  func(c *qemu.Config) { c.MemoryMiB = 512 },
+		"initrd":  func(c *qemu.Config) { c.Initrd = "/cache/initrd-bbbb.cpio" },
+		"nics":    func(c *qemu.Config) { c.NICs = append(c.NICs, qemu.NIC{MAC: "02:72:75:6e:68:01"}) },
+		"cmdline": func(c *qemu.Config) { c.Append = []string{"runh.debug=1"} },
+	} {
+		c := base()
+		mutate(c)
+		if k, _ := Key(c); k == k0 {
+			t.Errorf("%s did not change the key", name)
+		}
+	}
+}
