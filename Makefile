@@ -34,8 +34,11 @@ unit:
 unit: export RUNH_TEST_BINARY = $(CURDIR)/bin/runh
 unit: bin/runh
 
+# TestUserland runs Python on a Debian rootfs that scripts/mkdebian.sh
+# builds with debootstrap once and caches under /var/cache/runh/rootfs.
 integration: bin/runh
-	$(GO) test -count=1 -timeout 25m ./integration/ $(if $(V),-v)
+	RUNH_TEST_DEBIAN_ROOTFS=$$(scripts/mkdebian.sh) \
+		$(GO) test -count=1 -timeout 25m ./integration/ $(if $(V),-v)
 
 test: deps lint unit fuzz conformance-unit integration engines conformance
 
