@@ -189,7 +189,7 @@ func orDir(dir, empty string) string {
 func launch(ctx context.Context, qc *qemu.Config, restore bool) (_ *VM, err error) {
 	if restore {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
 	}
 	t0 := time.Now()
