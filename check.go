@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/urfave/cli/v3"
@@ -51,6 +52,10 @@ var checkCommand = &cli.Command{
 		fmt.Printf("  guest kernel: %s %s, %s (%d modules)\n", orNone(h.Kernel), h.KernelVersion, orNone(h.KernelFlavor), h.Modules)
 		fmt.Printf("  initrd:       %s (cache %s)\n", orNone(h.Initrd), h.InitrdCache)
 		fmt.Printf("  network:      %s\n", h.Network)
+		c := h.Confinement
+		fmt.Printf("  confinement:  seccomp (%s), %s\n", c.Seccomp, c.Jail)
+		fmt.Printf("                namespaces %s, user %s, capabilities %s, no_new_privs, rlimits %s\n",
+			strings.Join(c.Namespaces, ","), c.User, strings.Join(c.Capabilities, ","), strings.Join(c.Rlimits, ","))
 		fmt.Printf("  templates:    %d in %s (made on first use; --vm-template=false boots instead)\n", h.Templates, h.TemplateDir)
 		return nil
 	},

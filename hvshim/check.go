@@ -3,11 +3,13 @@ package hvshim
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/runh-project/runh/hvshim/assets"
 	"github.com/runh-project/runh/hvshim/initrd"
+	"github.com/runh-project/runh/hvshim/jail"
 	"github.com/runh-project/runh/hvshim/qemu"
 	"github.com/runh-project/runh/hvshim/template"
 	"github.com/runh-project/runh/hvshim/transport"
@@ -16,23 +18,59 @@ import (
 
 // CheckReport is what `runh check` shows about hypervisor isolation.
 type CheckReport struct {
-	Accel         string `json:"accel"`
-	AccelReason   string `json:"accelReason"`
-	VhostVsock    bool   `json:"vhostVsock"`
-	Transport     string `json:"transport"`
-	QEMU          string `json:"qemu,omitempty"`
-	QEMUVersion   string `json:"qemuVersion,omitempty"`
-	Kernel        string `json:"kernel,omitempty"`
-	KernelVersion string `json:"kernelVersion,omitempty"`
-	KernelFlavor  string `json:"kernelFlavor,omitempty"` // "runh" (own minimal kernel) or "distribution"
-	Modules       int    `json:"modules"`
-	Initrd        string `json:"initrd,omitempty"` // cached initrd for this binary, if built
-	InitrdCache   string `json:"initrdCache"`
-	Network       string `json:"network"` // "available", or why not
-	Templates     int    `json:"templates"`
-	TemplateDir   string `json:"templateDir"`
-	Usable        bool   `json:"usable"`
-	Reason        string `json:"reason,omitempty"` // why not usable
+	Accel         string      `json:"accel"`
+	AccelReason   string      `json:"accelReason"`
+	VhostVsock    bool        `json:"vhostVsock"`
+	Transport     string      `json:"transport"`
+	QEMU          string      `json:"qemu,omitempty"`
+	QEMUVersion   string      `json:"qemuVersion,omitempty"`
+	Kernel        string      `json:"kernel,omitempty"`
+	KernelVersion string      `json:"kernelVersion,omitempty"`
+	KernelFlavor  string      `json:"kernelFlavor,omitempty"` // "runh" (own minimal kernel) or "distribution"
+	Modules       int         `json:"modules"`
+	Initrd        string      `json:"initrd,omitempty"` // cached initrd for this binary, if built
+	InitrdCache   string      `json:"initrdCache"`
+	Network       string      `json:"network"` // "available", or why not
+	Confinement   Confinement `json:"confinement"`
+	Templates     int         `json:"templates"`
+	TemplateDir   string      `json:"templateDir"`
+	Usable        bool        `json:"usable"`
+	Reason        string      `json:"reason,omitempty"` // why not usable
+}
+
+// Confinement is what confines each VM's QEMU (hvshim/jail,
+// docs/security.md).
+type Confinement struct {
+	Seccomp      string   `json:"seccomp"`      // QEMU's -sandbox option
+	Jail         string   `json:"jail"`         // QEMU's root
+	Namespaces   []string `json:"namespaces"`   // of its own, besides the shim's network namespace
+	User         string   `json:"user"`         // its user and group IDs
+	Capabilities []string `json:"capabilities"` // its only ones (effective, permitted, bounding, ambient)
+	NoNewPrivs   bool     `json:"noNewPrivs"`
+	Rlimits      []string `json:"rlimits"`
+}
+
+func confinement() Confinement {
+	return Confinement{
+		Seccomp:      "-sandbox " + qemu.Sandbox,
+		Jail:         "pivot_root into a read-only tmpfs holding QEMU, its libraries, the kernel, the initrd, the VM directory and the shares",
+		Namespaces:   jail.Namespaces,
+		User:         fmt.Sprintf("%d + the number of its PID namespace (not root)", jail.UIDBase),
+		Capabilities: jail.CapNames(),
+		NoNewPrivs:   true,
+		Rlimits:      jail.Limits(),
+	}
+}
+
+// sandboxSupport says why bin cannot take the -sandbox option, or nil:
+// QEMU checks the option before it reaches -version.
+func sandboxSupport(bin string) error {
+	out, err := exec.Command(bin, "-sandbox", qemu.Sandbox, "-version").CombinedOutput()
+	if err != nil {
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return fmt.Errorf("qemu has no seccomp sandbox: %s", line)
+	}
+	return nil
 }
 
 // Check probes the host for what hypervisor isolation needs. It writes
@@ -52,6 +90,9 @@ func Check() CheckReport {
 		r.QEMU = bin
 		if v, err := qemu.Version(bin); err == nil {
 			r.QEMUVersion = v
+			if err := sandboxSupport(bin); err != nil {
+				reasons = append(reasons, err.Error())
+			}
 		} else {
 			reasons = append(reasons, "qemu does not run: "+err.Error())
 		}
@@ -69,6 +110,10 @@ func Check() CheckReport {
 		}
 	}
 	r.Templates, r.TemplateDir = len(template.List()), template.Dir()
+	r.Confinement = confinement()
+	if err := jail.Supported(); err != nil {
+		reasons = append(reasons, "cannot confine QEMU: "+err.Error())
+	}
 	r.Network = "available"
 	if err := networkSupport(); err != nil {
 		r.Network = err.Error()

@@ -9,11 +9,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/runh-project/runh/hvshim/jail"
 	"github.com/runh-project/runh/hvshim/transport"
 )
 
@@ -72,6 +73,14 @@ var BaseCmdline = []string{
 	"random.trust_cpu=on", "rcupdate.rcu_expedited=1",
 }
 
+// Sandbox is the value of QEMU's -sandbox option.
+const Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+// PidFile, in the VM directory, holds QEMU's PID as its starter sees it.
+// The starter writes it: QEMU's own -pidfile would say 1, its PID in the
+// jail's PID namespace.
+const PidFile = "qemu.pid"
+
 // FindBinary returns the path of qemu-system-x86_64.
 func FindBinary() (string, error) {
 	return exec.LookPath("qemu-system-x86_64")
@@ -125,7 +134,9 @@ func (c *Config) Args() ([]string, []*os.File) {
 		"-append", strings.Join(cmdline, " "),
 		"-serial", "file:" + ConsoleLog,
 		"-qmp", "unix:" + QMPSocket + ",server=on,wait=off",
-		"-pidfile", "qemu.pid",
+		// QEMU's seccomp filter: no obsolete system calls, no setuid,
+		// no fork or exec, no changes to scheduling or affinity.
+		"-sandbox", Sandbox,
 	}
 	if accel == KVM {
 		args = append(args, "-cpu", "host")
@@ -193,10 +204,12 @@ func Start(ctx context.Context, c *Config) (*VM, error) {
 		os.Remove(c.Dir + "/" + n)
 	}
 	args, files := c.Args()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = c.Dir
-	cmd.ExtraFiles = files
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// QEMU runs confined (docs/security.md): the command is a helper that
+	// builds its jail, then becomes QEMU, keeping files as fds 3, 4, ...
+	cmd, err := jail.Command(c.jail(bin, args), files)
+	if err != nil {
+		return nil, err
+	}
 	errLog, err := os.OpenFile(c.Dir+"/qemu.log", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
@@ -206,6 +219,7 @@ func Start(ctx context.Context, c *Config) (*VM, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
+	os.WriteFile(filepath.Join(c.Dir, PidFile), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600)
 	v := &VM{Cmd: cmd, done: make(chan struct{})}
 	go func() {
 		v.err = cmd.Wait()
@@ -283,6 +297,51 @@ func (v *VM) WaitMigration(timeout time.Duration) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// jail says what QEMU may reach: the kernel, the initrd, the microvm
+// firmware and the accelerator modules (read-only), the VM directory, the
+// shares and a template's memory file (which must exist), /dev/kvm with
+// KVM. Its tap, vhost and migration descriptors come open.
+func (c *Config) jail(bin string, args []string) *jail.Config {
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	j := &jail.Config{Binary: abs(bin), Args: args, Dir: abs(c.Dir), Files: []string{abs(c.Kernel), abs(c.Initrd)}}
+	// QEMU finds its data and modules next to its binary, else where it
+	// was built to look.
+	exeDir := filepath.Dir(j.Binary)
+	if real, err := filepath.EvalSymlinks(j.Binary); err == nil {
+		exeDir = filepath.Dir(real)
+	}
+	for _, d := range []string{filepath.Join(exeDir, "../share/qemu"), "/usr/share/qemu"} {
+		if f := filepath.Join(d, "bios-microvm.bin"); exists(f) {
+			j.Files = append(j.Files, f)
+			break
+		}
+	}
+	for _, pat := range []string{"../lib/*/qemu/accel-*.so", "../lib64/qemu/accel-*.so", "../lib/qemu/accel-*.so"} {
+		m, _ := filepath.Glob(filepath.Join(exeDir, pat))
+		j.Files = append(j.Files, m...)
+	}
+	for _, s := range c.Shares {
+		j.Shares = append(j.Shares, jail.Share{Path: s.Path, ReadOnly: s.ReadOnly})
+	}
+	if c.MemoryFile != "" {
+		j.Writable = append(j.Writable, abs(c.MemoryFile))
+	}
+	if c.Accel == KVM {
+		j.Devices = append(j.Devices, "/dev/kvm")
+	}
+	return j
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // StderrTail returns the last line QEMU wrote to qemu.log in dir.
