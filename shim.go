@@ -21,6 +21,8 @@ var shimCommand = &cli.Command{
 	Action: func(_ context.Context, cmd *cli.Command) error {
 		args := cmd.Args().Slice()
 		switch {
+		case len(args) == 1 && args[0] == shim.OOMHelperArg:
+			os.Exit(shim.OOMHelperMain())
 		case len(args) == 1:
 			os.Exit(shim.Main(args[0]))
 		case len(args) == 2 && args[0] == "exec":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,6 +45,7 @@ func init() {
 		return nil, nil
 	}
 	handlers[proto.OpWait] = wait
+	handlers[proto.OpOOM] = waitOOM
 	handlers[proto.OpKill] = kill
 	handlers[proto.OpResize] = resize
 	handlers[proto.OpState] = func(_ *server, b json.RawMessage) (any, error) {
@@ -96,6 +98,8 @@ func idOp(fn func(string) error) handler {
 
 // process is a container process the agent started and waits for.
 type process struct {
+	id     string                 // the container's
+	oom    libruntime.OOMWaitFunc // init's: the container's OOM kills
 	p      libruntime.Process
 	master *os.File // the pty master, with a terminal
 	done   chan struct{}
@@ -279,6 +283,8 @@ func create(s *server, b json.RawMessage) (any, error) {
 		return nil, errors.New("spec without process")
 	}
 	guestSpec(r.Spec)
+	adopt := ownNetNS(r.Spec)
+	readonlyDevices(r.Spec)
 	dir := filepath.Join(bundlesDir, r.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -298,15 +304,22 @@ func create(s *server, b json.RawMessage) (any, error) {
 	if sio.console != nil {
 		o.ConsoleSocket = sio.console
 	}
-	return launch(proto.InitKey, sio, func() (libruntime.Process, error) {
-		return rt.Create(r.ID, dir, "", o)
+	return launch(r.ID, proto.InitKey, sio, func() (libruntime.Process, error) {
+		p, err := rt.Create(r.ID, dir, "", o)
+		if err == nil && adopt {
+			if err = adoptNetwork(p.Pid()); err != nil {
+				rt.Delete(r.ID, true)
+				return nil, err
+			}
+		}
+		return p, err
 	})
 }
 
 // launch starts a container process with start, under the reaper's lock
 // so that the reaper cannot take its exit status first, and tracks it
 // under key with its stdio.
-func launch(key string, sio *stdio, start func() (libruntime.Process, error)) (any, error) {
+func launch(id, key string, sio *stdio, start func() (libruntime.Process, error)) (any, error) {
 	reaperMu.RLock()
 	p, err := start()
 	if err == nil {
@@ -317,7 +330,12 @@ func launch(key string, sio *stdio, start func() (libruntime.Process, error)) (a
 		sio.release()
 		return nil, err
 	}
-	proc := &process{p: p, done: make(chan struct{})}
+	proc := &process{id: id, p: p, done: make(chan struct{})}
+	if key == proto.InitKey {
+		// Prepared now, so that reading the count at init's exit does
+		// not hold up the exit's report.
+		proc.oom, _ = rt.OOMWaiter(id)
+	}
 	if err := sio.started(proc); err != nil {
 		p.Signal(unix.SIGKILL)
 	}
@@ -344,7 +362,7 @@ func execProcess(s *server, b json.RawMessage) (any, error) {
 	if sio.console != nil {
 		o.ConsoleSocket = sio.console
 	}
-	return launch(r.Key, sio, func() (libruntime.Process, error) {
+	return launch(r.ID, r.Key, sio, func() (libruntime.Process, error) {
 		return rt.Exec(r.ID, r.Process, "", o)
 	})
 }
@@ -359,6 +377,7 @@ func wait(_ *server, b json.RawMessage) (any, error) {
 		return nil, err
 	}
 	<-p.done
+	reply := proto.WaitReply{Status: p.status}
 	if r.Key != proto.InitKey {
 		procMu.Lock()
 		delete(procs, r.Key)
@@ -368,8 +387,45 @@ func wait(_ *server, b json.RawMessage) (any, error) {
 		// container wrote must be on the host first (the rootfs share
 		// caches writes in the guest).
 		unix.Sync()
+		// And whether the kernel killed any of its processes for want of
+		// memory, which the host reports to the engine.
+		if p.oom != nil {
+			reply.OOMKills, _ = p.oom(math.MaxUint64, p.done)
+		}
 	}
-	return proto.WaitReply{Status: p.status}, nil
+	return reply, nil
+}
+
+// waitOOM answers OpOOM: the container's count of OOM kills once it
+// exceeds the caller's, or when init exits or the wait is over.
+func waitOOM(_ *server, b json.RawMessage) (any, error) {
+	var r proto.OOMRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	p, err := lookup(proto.InitKey)
+	if err != nil {
+		return nil, err
+	}
+	d := time.Duration(r.WaitMs) * time.Millisecond
+	if d <= 0 || d > time.Minute {
+		d = 30 * time.Second
+	}
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-p.done:
+		case <-time.After(d):
+		}
+		close(stop)
+	}()
+	n, err := rt.WaitOOM(r.ID, r.Seen, stop)
+	select {
+	case <-p.done:
+		return proto.OOMReply{Count: n, Exited: true}, err
+	default:
+		return proto.OOMReply{Count: n}, err
+	}
 }
 
 func kill(_ *server, b json.RawMessage) (any, error) {

@@ -21,10 +21,12 @@ func network(s *server, body json.RawMessage) (any, error) {
 	if err := json.Unmarshal(body, &cfg); err != nil {
 		return nil, err
 	}
-	path, err := vmnet.Setup(&cfg, func() (net.Conn, error) { return s.sess.Open() })
+	open := func() (net.Conn, error) { return s.sess.Open() }
+	path, err := vmnet.Setup(&cfg, open)
 	if err != nil {
 		return nil, err
 	}
+	recordNetwork(&cfg, open)
 	return proto.NetworkReply{Path: path}, nil
 }
 

@@ -73,9 +73,12 @@ type ProcessRequest struct {
 // InitKey is the process key of the container's init.
 const InitKey = "init"
 
-// WaitReply is a process's exit status (128+n for signal n).
+// WaitReply is a process's exit status (128+n for signal n). For the
+// container's init it also counts the container's processes the kernel
+// killed for want of memory (OOM), read once init has exited.
 type WaitReply struct {
-	Status int `json:"status"`
+	Status   int    `json:"status"`
+	OOMKills uint64 `json:"oomKills,omitempty"`
 }
 
 // KillRequest signals the container (all: every process) or, with Key,
@@ -160,4 +163,22 @@ type BootRequest struct {
 	Entropy []byte `json:"entropy"` // fresh random bytes to reseed with
 	Share   bool   `json:"share,omitempty"`
 	Volumes bool   `json:"volumes,omitempty"`
+}
+
+// OpOOM waits until the container's count of OOM kills exceeds Seen, its
+// init exits, or WaitMs pass, and answers an OOMReply.
+const OpOOM = "oom"
+
+// OOMRequest asks for the OOM kills beyond Seen.
+type OOMRequest struct {
+	ID     string `json:"id"`
+	Seen   uint64 `json:"seen"`
+	WaitMs int    `json:"waitMs,omitempty"`
+}
+
+// OOMReply is the container's count of OOM kills; Exited says init has
+// exited, so no more will come.
+type OOMReply struct {
+	Count  uint64 `json:"count"`
+	Exited bool   `json:"exited,omitempty"`
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/cgroups"
@@ -25,12 +26,9 @@ const vmOverheadMiB = 256
 // joinHostCgroup moves the shim, and so the QEMU it then starts, into the
 // container's cgroup on the host (cgroupsPath, else one named after the
 // container, as process isolation does), so that engines see the VM's
-// usage. The memory limit is the VM's RAM plus QEMU's overhead, so that
-// the guest's OOM killer, not the host's, acts on a container over its
-// limit. CPU quotas and cpusets are left to the guest: under TCG the
-// emulator's own work would count against them.
+// usage, and applies the spec's limits there as hostResources says.
 func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int) error {
-	cg := &cgroups.Cgroup{Resources: &cgroups.Resources{SkipDevices: true}}
+	cg := &cgroups.Cgroup{}
 	var r *specs.LinuxResources
 	path := ""
 	if spec.Linux != nil {
@@ -47,13 +45,7 @@ func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int) error {
 	} else {
 		cg.Name = id
 	}
-	if r != nil && r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
-		cg.Resources.Memory = int64(memMiB+vmOverheadMiB) << 20
-	}
-	if r != nil && r.CPU != nil && r.CPU.Shares != nil {
-		cg.Resources.CpuShares = *r.CPU.Shares
-		cg.Resources.CpuWeight = cgroups.ConvertCPUSharesToCgroupV2Value(*r.CPU.Shares)
-	}
+	cg.Resources = hostResources(r, memMiB)
 	m, err := manager.New(cg)
 	if err != nil {
 		return fmt.Errorf("host cgroup: %w", err)
@@ -72,19 +64,137 @@ func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int) error {
 	return nil
 }
 
-// RemoveHostCgroup removes the cgroup directories joinHostCgroup made,
-// once the shim and QEMU have exited.
-func RemoveHostCgroup(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, CgroupFile))
-	if os.IsNotExist(err) {
+// hostResources are the limits of the VM's host cgroup while the VM boots.
+// Memory is the VM's RAM plus QEMU's overhead when the spec limits memory,
+// so that the guest's OOM killer, not the host's, acts on a container over
+// its limit; swappiness and OOM-killer disabling are the spec's. CPU shares
+// (or weight) are the spec's; the other CPU limits come once the container
+// exists in the guest (limitHostCPU). Pids and devices are enforced in the
+// guest only: QEMU's and the shim's threads would count against a pids
+// limit, and QEMU needs devices a container may not have.
+func hostResources(r *specs.LinuxResources, memMiB int) *cgroups.Resources {
+	res := &cgroups.Resources{SkipDevices: true}
+	if r == nil {
+		return res
+	}
+	if m := r.Memory; m != nil {
+		if m.Limit != nil && *m.Limit > 0 {
+			res.Memory = int64(memMiB+vmOverheadMiB) << 20
+		}
+		res.MemorySwappiness = m.Swappiness
+		if m.DisableOOMKiller != nil {
+			res.OomKillDisable = *m.DisableOOMKiller
+		}
+	}
+	if c := r.CPU; c != nil && c.Shares != nil {
+		setHostCPU(res, &specs.LinuxCPU{Shares: c.Shares})
+	}
+	return res
+}
+
+// limitHostCPU applies the spec's CPU limits (quota and period, cpuset,
+// realtime) to the VM's host cgroup once the container exists in the
+// guest, so that a VM container takes no more host CPU than its process
+// twin; QEMU's own work (TCG's translation, the guest kernel) counts
+// against them. Not while the VM boots: under TCG a boot is CPU-bound, and
+// a quota of half a CPU made it twice as slow (docs/hypervisor.md).
+func limitHostCPU(dir string, spec *specs.Spec) error {
+	if spec.Linux == nil || spec.Linux.Resources == nil {
 		return nil
 	}
-	if err != nil {
+	return updateHostCgroup(dir, spec.Linux.Resources)
+}
+
+// setHostCPU copies the CPU settings of c onto res.
+func setHostCPU(res *cgroups.Resources, c *specs.LinuxCPU) {
+	if c == nil {
+		return
+	}
+	if c.Shares != nil && *c.Shares != 0 {
+		res.CpuShares = *c.Shares
+		res.CpuWeight = cgroups.ConvertCPUSharesToCgroupV2Value(*c.Shares)
+	}
+	if c.Quota != nil {
+		res.CpuQuota = *c.Quota
+	}
+	if c.Period != nil {
+		res.CpuPeriod = *c.Period
+	}
+	if c.RealtimeRuntime != nil {
+		res.CpuRtRuntime = *c.RealtimeRuntime
+	}
+	if c.RealtimePeriod != nil {
+		res.CpuRtPeriod = *c.RealtimePeriod
+	}
+	res.CpusetCpus, res.CpusetMems = c.Cpus, c.Mems
+}
+
+// updateHostCgroup applies the CPU settings of r (an update's) to the VM's
+// host cgroup, as the guest applies all of them to the container's. Memory
+// stays: the VM's RAM is fixed at boot.
+func updateHostCgroup(dir string, r *specs.LinuxResources) error {
+	if r == nil || r.CPU == nil {
+		return nil
+	}
+	paths, err := hostCgroupPaths(dir)
+	if err != nil || paths == nil {
 		return err
+	}
+	res := &cgroups.Resources{SkipDevices: true}
+	setHostCPU(res, r.CPU)
+	m, err := manager.NewWithPaths(&cgroups.Cgroup{Resources: res}, paths)
+	if err != nil {
+		return fmt.Errorf("host cgroup: %w", err)
+	}
+	if err := m.Set(res); err != nil {
+		return fmt.Errorf("host cgroup: %w", err)
+	}
+	return nil
+}
+
+// hostCgroupPaths reads the paths joinHostCgroup recorded; nil when the
+// VM has no host cgroup of its own.
+func hostCgroupPaths(dir string) (map[string]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, CgroupFile))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	var paths map[string]string
 	if err := json.Unmarshal(b, &paths); err != nil {
-		return fmt.Errorf("%s: %w", CgroupFile, err)
+		return nil, fmt.Errorf("%s: %w", CgroupFile, err)
+	}
+	return paths, nil
+}
+
+// vcpusForCpuset is the number of vCPUs a VM needs for its container to
+// be given the spec's cpuset in the guest: one past the highest CPU named
+// (0 when there is none).
+func vcpusForCpuset(r *specs.LinuxResources) int {
+	if r == nil || r.CPU == nil || r.CPU.Cpus == "" {
+		return 0
+	}
+	n := 0
+	for _, part := range strings.Split(r.CPU.Cpus, ",") {
+		_, hi, _ := strings.Cut(strings.TrimSpace(part), "-")
+		if hi == "" {
+			hi = strings.TrimSpace(part)
+		}
+		if v, err := strconv.Atoi(hi); err == nil && v+1 > n {
+			n = v + 1
+		}
+	}
+	return n
+}
+
+// RemoveHostCgroup removes the cgroup directories joinHostCgroup made,
+// once the shim and QEMU have exited.
+func RemoveHostCgroup(dir string) error {
+	paths, err := hostCgroupPaths(dir)
+	if err != nil || paths == nil {
+		return err
 	}
 	if err := cgroups.RemovePaths(paths); err != nil {
 		return err

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/runh-project/runh/hvshim/client"
@@ -19,7 +18,7 @@ import (
 )
 
 // Operations of the control socket, beyond the agent's own (start, kill,
-// pause, resume, ps, update, stats, which are forwarded).
+// pause, resume, ps, update, stats, oom, which are forwarded).
 const (
 	OpState    = "state"
 	OpExec     = "exec"
@@ -117,14 +116,18 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 			if err = s.lateNetwork(ctx); err != nil {
 				break
 			}
-			if err = s.agent.Call(ctx, req.Op, req.Body, nil); err == nil && s.hooks != nil {
-				// A failing poststart hook is only logged, as the spec says.
-				if herr := s.runHooks("poststart", s.hooks.Poststart, s.hookState(specs.StateRunning)); herr != nil {
-					s.logf("%v", herr)
+			// runh start runs the poststart hooks then, on the host.
+			err = s.agent.Call(ctx, req.Op, req.Body, nil)
+		case proto.OpKill, proto.OpPause, proto.OpResume:
+			err = s.agent.Call(ctx, req.Op, req.Body, nil)
+		case proto.OpUpdate:
+			// The guest first: it refuses what the container cannot have.
+			var u proto.UpdateRequest
+			if err = json.Unmarshal(req.Body, &u); err == nil {
+				if err = s.agent.Call(ctx, req.Op, req.Body, nil); err == nil {
+					err = updateHostCgroup(s.dir, u.Resources)
 				}
 			}
-		case proto.OpKill, proto.OpPause, proto.OpResume, proto.OpUpdate:
-			err = s.agent.Call(ctx, req.Op, req.Body, nil)
 		case proto.OpPs:
 			var r proto.PsReply
 			err = s.agent.Call(ctx, req.Op, req.Body, &r)
@@ -133,6 +136,14 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 			var r proto.PsInfoReply
 			err = s.agent.Call(ctx, req.Op, req.Body, &r)
 			out = r
+		case proto.OpOOM:
+			var o proto.OOMRequest
+			if err = json.Unmarshal(req.Body, &o); err == nil {
+				o.ID = s.cfg.ID
+				var r proto.OOMReply
+				err = s.agent.Call(ctx, req.Op, o, &r)
+				out = r
+			}
 		case proto.OpStats:
 			var r proto.StatsReply
 			err = s.agent.Call(ctx, req.Op, req.Body, &r)

@@ -41,7 +41,13 @@ func prepareShare(share, vols string, spec *specs.Spec, rootfs string) (string, 
 			}
 			used = true
 		}
-		name := "m" + strconv.Itoa(i)
+		// In a directory of its own, under the source's own name: the
+		// guest's mountinfo then shows the mount's root as .../etc for a
+		// bind of /etc, as the host's does.
+		name := "m" + strconv.Itoa(i) + "/" + volumeName(m.Source)
+		if err := os.Mkdir(filepath.Join(vols, filepath.Dir(name)), 0o711); err != nil {
+			return "", err
+		}
 		if err := bindInto(m.Source, filepath.Join(vols, name), false); err != nil {
 			return "", fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
@@ -53,10 +59,23 @@ func prepareShare(share, vols string, spec *specs.Spec, rootfs string) (string, 
 	return vols, nil
 }
 
+// volumeName is the name a bind-mount source keeps in the share.
+func volumeName(src string) string {
+	if b := filepath.Base(src); b != "/" && b != "." && b != ".." {
+		return b
+	}
+	return "root"
+}
+
 // privateDir makes dir a private mount of its own, so that nothing
-// propagates to or from it.
+// propagates to or from it. It is searchable by all: in the guest it is
+// the root of a 9p mount, which a container's user namespace (--uidmap)
+// must traverse to reach its rootfs or volumes, as on the host.
 func privateDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
 		return err
 	}
 	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {

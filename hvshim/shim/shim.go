@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -86,7 +87,10 @@ type shim struct {
 
 	net         *vmnet.Attachment // the container's network, mirrored
 	hostNS      *os.File          // the host's network namespace
+	sync        *os.File          // to the runtime until Ready: hook requests
 	hooks       *specs.Hooks      // the hooks run on the host
+	oomKills    atomic.Uint64     // the guest's count of OOM kills when init exited
+	pid         int               // the shim's PID on the host
 	bundle      string
 	annotations map[string]string
 }
@@ -98,9 +102,9 @@ func Main(dir string) int {
 	for fd := SyncFd; fd <= HostNetNSFd; fd++ {
 		unix.CloseOnExec(fd)
 	}
-	s := &shim{dir: dir, exited: make(chan struct{}), winch: make(chan struct{}, 1),
-		hostNS: os.NewFile(HostNetNSFd, "host-netns")}
 	sync := os.NewFile(SyncFd, "sync")
+	s := &shim{dir: dir, exited: make(chan struct{}), winch: make(chan struct{}, 1),
+		hostNS: os.NewFile(HostNetNSFd, "host-netns"), sync: sync, pid: hostPID()}
 	ready, ln, err := s.create()
 	if err != nil {
 		s.logf("create: %v", err)
@@ -124,6 +128,9 @@ func Main(dir string) int {
 }
 
 func (s *shim) create() (*Ready, net.Listener, error) {
+	if err := ownProc(); err != nil {
+		return nil, nil, err
+	}
 	if err := os.Chdir(s.dir); err != nil {
 		return nil, nil, err
 	}
@@ -211,6 +218,10 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		ln.Close()
 		return nil, nil, err
 	}
+	if err := limitHostCPU(s.dir, spec); err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
 	go s.forwardSignals()
 	go func() {
 		// A VM that dies (QEMU killed, guest panic) ends the container.
@@ -222,25 +233,26 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		if err := s.agent.Call(client.NoTimeout(context.Background()), proto.OpWait, proto.ProcessRequest{Key: proto.InitKey}, &w); err != nil {
 			w.Status = 255
 		}
+		s.oomKills.Store(w.OOMKills)
 		s.setExit(w.Status)
 	}()
-	return &Ready{Pid: os.Getpid(), Times: &s.vm.Times}, ln, nil
+	return &Ready{Pid: s.pid, Times: &s.vm.Times}, ln, nil
 }
 
-// runHooks runs hooks of the runtime's namespace: in the host's network
-// namespace, not the shim's own.
+// runHooks runs hooks of the runtime's namespaces: the runtime that
+// started the shim runs them, in the host's namespaces, not the shim's own.
 func (s *shim) runHooks(name string, hooks []specs.Hook, st *specs.State) error {
 	if len(hooks) == 0 {
 		return nil
 	}
-	return vmnet.InNS(s.hostNS, func() error { return libruntime.RunHooks(name, hooks, st) })
+	return runHostHooks(s.sync, name, hooks, st)
 }
 
 // hookState is the container's state as host hooks receive it; the PID
 // is the shim's, the process that stands for the container on the host.
 func (s *shim) hookState(status specs.ContainerState) *specs.State {
 	return &specs.State{
-		Version: specs.Version, ID: s.cfg.ID, Status: status, Pid: os.Getpid(),
+		Version: specs.Version, ID: s.cfg.ID, Status: status, Pid: s.pid,
 		Bundle: s.bundle, Annotations: s.annotations,
 	}
 }
@@ -282,6 +294,11 @@ func (s *shim) wait() int {
 	s.vm.Close()
 	if err := s.net.Detach(); err != nil {
 		s.logf("network: %v", err)
+	}
+	if s.oomKills.Load() > 0 {
+		if err := reflectOOM(s.dir); err != nil {
+			s.logf("OOM kill in the guest not reported on the host: %v", err)
+		}
 	}
 	return s.status
 }
@@ -338,6 +355,9 @@ func vmSize(c libruntime.VMConfig, spec *specs.Spec) (mem, cpus int) {
 	}
 	if cpus == 0 && r != nil && r.CPU != nil && r.CPU.Quota != nil && r.CPU.Period != nil && *r.CPU.Period > 0 && *r.CPU.Quota > 0 {
 		cpus = int((uint64(*r.CPU.Quota) + *r.CPU.Period - 1) / *r.CPU.Period)
+	}
+	if c.CPUs == 0 {
+		cpus = max(cpus, vcpusForCpuset(r)) // the guest must have the CPUs the cpuset names
 	}
 	if mem < hvshim.DefaultMemoryMiB {
 		mem = hvshim.DefaultMemoryMiB

@@ -114,6 +114,9 @@ func isHostNS(ns netns.NsHandle, host string) bool {
 	if id == "" || id == host {
 		return true // the host's, or cannot tell: refuse
 	}
+	if os.Getpid() == 1 {
+		return false // in a PID namespace of our own (the shim): PID 1 is us
+	}
 	if init, err := openNetNS("/proc/1/ns/net"); err == nil {
 		defer init.Close()
 		return sameNS(ns, init)

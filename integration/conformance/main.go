@@ -65,6 +65,10 @@ func run(o opts) error {
 	if err != nil {
 		return err
 	}
+	modes, err := loadModes(filepath.Join(filepath.Dir(o.notes), "modes"))
+	if err != nil {
+		return err
+	}
 	base := 0
 	if o.baseline != "" && !o.update {
 		if base, err = readBaseline(o.baseline); err != nil {
@@ -76,7 +80,7 @@ func run(o opts) error {
 		if err != nil {
 			return err
 		}
-		return writeDoc(o.doc, runs, notes, docBaseline(o.baseline))
+		return writeDoc(o.doc, runs, notes, modes, docBaseline(o.baseline))
 	}
 	if o.runtime == "" {
 		return fmt.Errorf("-runtime is required")
@@ -166,7 +170,7 @@ func run(o opts) error {
 	if err != nil {
 		return err
 	}
-	if err := writeDoc(o.doc, runs, notes, docBaseline(o.baseline)); err != nil {
+	if err := writeDoc(o.doc, runs, notes, modes, docBaseline(o.baseline)); err != nil {
 		return err
 	}
 	if o.baseline != "" && !o.update && t.OK < base {

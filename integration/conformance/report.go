@@ -91,6 +91,31 @@ func loadNotes(file string) ([]note, error) {
 	return notes, sc.Err()
 }
 
+// loadModes reads lines `PROGRAM | REASON`: why a program's result with
+// hypervisor isolation (runh-vm) differs from process isolation's (runh).
+func loadModes(file string) (map[string]string, error) {
+	b, err := os.ReadFile(file)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	modes := map[string]string{}
+	for n, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		prog, reason, ok := strings.Cut(line, "|")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want PROGRAM | REASON", file, n+1)
+		}
+		modes[strings.TrimSpace(prog)] = strings.TrimSpace(reason)
+	}
+	return modes, nil
+}
+
 func explain(notes []note, prog string, f Failure) string {
 	for _, n := range notes {
 		if ok, _ := path.Match(n.program, prog); !ok {
@@ -121,7 +146,7 @@ func columnOrder(runs map[string]*Run) []string {
 }
 
 // writeDoc renders docs/conformance.md from every stored run.
-func writeDoc(file string, runs map[string]*Run, notes []note, baseline int) error {
+func writeDoc(file string, runs map[string]*Run, notes []note, modes map[string]string, baseline int) error {
 	cols := columnOrder(runs)
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
@@ -147,6 +172,10 @@ func writeDoc(file string, runs map[string]*Run, notes []note, baseline int) err
 	w("43 not ok, 405 skip. This harness, and a plain sequential run of the programs without it (default\n")
 	w("`TMPDIR` and `--root`), both count 3276 ok, 33 not ok, 405 skip with runc here (`killsig` flakes by\n")
 	w("one under load); seven programs exit non-zero without a test line, see below.\n\n")
+	w("The runh-vm column runs every container in a VM of its own (runh's guest kernel, TCG here). The\n")
+	w("PID in its state is the VM's shim on the host: programs that look at that PID from the host (its\n")
+	w("cgroups, its namespaces) see the VM's host side, whose limits docs/hypervisor.md describes. Where the\n")
+	w("two modes differ, and why: [Hypervisor isolation against process isolation](#hypervisor-isolation-against-process-isolation).\n\n")
 	w("## Totals\n\n|  |")
 	for _, c := range cols {
 		w(" %s |", c)
@@ -220,6 +249,7 @@ func writeDoc(file string, runs map[string]*Run, notes []note, baseline int) err
 		w("\n")
 	}
 
+	writeModes(&b, runs["runh"], runs["runh-vm"], names, modes)
 	for _, c := range cols {
 		r := runs[c]
 		if r == nil {
@@ -229,6 +259,41 @@ func writeDoc(file string, runs map[string]*Run, notes []note, baseline int) err
 		writeFailures(&b, r, notes)
 	}
 	return os.WriteFile(file, []byte(b.String()), 0o644)
+}
+
+// writeModes lists the programs whose counts differ between process
+// isolation (runh) and hypervisor isolation (runh-vm), with the reason
+// from the modes file.
+func writeModes(b *strings.Builder, proc, vm *Run, progs []string, modes map[string]string) {
+	if proc == nil || vm == nil {
+		return
+	}
+	cell := func(r *Result) string {
+		if r == nil {
+			return "–"
+		}
+		mark := ""
+		if r.TimedOut {
+			mark = " T"
+		} else if r.Exit != 0 {
+			mark = " !"
+		}
+		return fmt.Sprintf("%d / %d / %d%s", r.OK, r.NotOK, r.Skip, mark)
+	}
+	fmt.Fprintf(b, "\n## Hypervisor isolation against process isolation\n\n")
+	fmt.Fprintf(b, "The programs whose counts differ between runh and runh-vm, and why (`integration/conformance/modes`).\n\n")
+	fmt.Fprintf(b, "| program | runh | runh-vm | why |\n|---|---:|---:|---|\n")
+	for _, p := range progs {
+		a, v := cell(proc.find(p)), cell(vm.find(p))
+		if a == v {
+			continue
+		}
+		why := modes[p]
+		if why == "" {
+			why = "(not explained)"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", p, a, v, mdEscape(why))
+	}
 }
 
 func (r *Run) find(prog string) *Result {

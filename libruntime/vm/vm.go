@@ -17,6 +17,7 @@ import (
 
 	"github.com/opencontainers/runc/types"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/runh-project/runh/hvshim/proto"
@@ -64,16 +65,24 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}
-	// Poststop hooks are those of create's config, as with runc, whatever
-	// becomes of the bundle before delete.
-	if hk := bundle.Spec.Hooks; hk != nil && len(hk.Poststop) > 0 {
-		if err := h.WriteJSON(poststopFile, hk.Poststop); err != nil {
-			return nil, err
+	// Poststart and poststop hooks are those of create's config, as with
+	// runc, whatever becomes of the bundle before start and delete.
+	if hk := bundle.Spec.Hooks; hk != nil {
+		for _, f := range []struct {
+			name  string
+			hooks []specs.Hook
+		}{{poststartFile, hk.Poststart}, {poststopFile, hk.Poststop}} {
+			if len(f.hooks) == 0 {
+				continue
+			}
+			if err := h.WriteJSON(f.name, f.hooks); err != nil {
+				return nil, err
+			}
 		}
 	}
 	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", h.Dir)
-	// The host's network namespace, in which the shim (in one of its own)
-	// runs the hooks of the runtime's namespace.
+	// The host's network namespace, the one the shim (in one of its own)
+	// must never rewire.
 	hostNS, err := os.Open("/proc/self/ns/net")
 	if err != nil {
 		return nil, err
@@ -84,11 +93,17 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	}
 	extra = append(extra, hostNS)
 	// The shim gets its own session (it outlives create), mount namespace
-	// (the share's bind mounts die with it, however it dies) and network
-	// namespace: the one an engine's hooks configure through the shim's
+	// (the share's bind mounts die with it, however it dies), network
+	// namespace (the one an engine's hooks configure through the shim's
 	// PID when the spec asks for a new one, and in any case none of the
-	// host's network for the shim and QEMU.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET}
+	// host's network for the shim and QEMU), PID namespace, whose /proc
+	// shows the VM's host processes to engines that read the container's
+	// processes there (podman top; QEMU ends with the shim), and IPC and
+	// UTS namespaces: the container's namespaces are the guest's, and the
+	// PID engines know it by shares none with the host but its user and
+	// cgroup ones.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID,
+		Unshareflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS}
 	p, ready, err := startHelper(cmd, extra, nil)
 	if err != nil {
 		return nil, err
@@ -120,14 +135,17 @@ func (b *Backend) shimCommand(stdio *libruntime.Stdio, console *os.File, args ..
 	return cmd, extra
 }
 
-// startHelper starts a shim process with a sync pipe as fd 3 (extra[0]
-// is replaced by it) and waits for its report. input, if any, is written to
-// a pipe at fd shim.ProcFd.
+// startHelper starts a shim process with a sync socket as fd 3 (extra[0]
+// is replaced by it) and waits for its report, running the hooks it asks
+// for meanwhile: here, in the runtime's namespaces (PID, mount, network),
+// as the runtime spec has it. input, if any, is written to a pipe at fd
+// shim.ProcFd.
 func startHelper(cmd *exec.Cmd, extra []*os.File, input []byte) (*process, *shim.Ready, error) {
-	r, w, err := os.Pipe()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err
 	}
+	r, w := os.NewFile(uintptr(fds[0]), "sync"), os.NewFile(uintptr(fds[1]), "sync")
 	defer r.Close()
 	extra[0] = w
 	var inW *os.File
@@ -156,11 +174,24 @@ func startHelper(cmd *exec.Cmd, extra []*os.File, input []byte) (*process, *shim
 		go func() { inW.Write(input); inW.Close() }()
 	}
 	p := &process{pid: cmd.Process.Pid, cmd: cmd}
-	var ready shim.Ready
-	if err := json.NewDecoder(r).Decode(&ready); err != nil {
-		p.Wait()
-		return nil, nil, errors.New("shim exited before the container was created")
+	dec := json.NewDecoder(r)
+	var msg shim.SyncMsg
+	for {
+		msg = shim.SyncMsg{}
+		if err := dec.Decode(&msg); err != nil {
+			p.Wait()
+			return nil, nil, errors.New("shim exited before the container was created")
+		}
+		if msg.Hook == nil {
+			break
+		}
+		var reply shim.HookReply
+		if err := libruntime.RunHooks(msg.Hook.Name, msg.Hook.Hooks, msg.Hook.State); err != nil {
+			reply.Error = err.Error()
+		}
+		json.NewEncoder(r).Encode(reply)
 	}
+	ready := msg.Ready
 	if ready.Error != "" {
 		p.Wait()
 		return nil, nil, errors.New(ready.Error)
@@ -209,9 +240,34 @@ func call(h *libruntime.Handle, op string, req, resp any) error {
 	return shim.Call(h.Dir, op, req, resp, callTimeout)
 }
 
-// Start implements libruntime.Backend.
+// Start implements libruntime.Backend. The poststart hooks run here, on
+// the host, before start returns.
 func (b *Backend) Start(h *libruntime.Handle) error {
-	return call(h, proto.OpStart, proto.IDRequest{ID: h.ID}, nil)
+	if err := call(h, proto.OpStart, proto.IDRequest{ID: h.ID}, nil); err != nil {
+		return err
+	}
+	runPoststart(h)
+	return nil
+}
+
+// poststartFile holds the poststart hooks create saw.
+const poststartFile = "poststart.json"
+
+// runPoststart runs the poststart hooks saved by create. A failing one is
+// only logged, as the runtime spec says.
+func runPoststart(h *libruntime.Handle) {
+	data, err := os.ReadFile(filepath.Join(h.Dir, poststartFile))
+	var hooks []specs.Hook
+	if err != nil || h.Meta == nil || json.Unmarshal(data, &hooks) != nil {
+		return
+	}
+	err = libruntime.RunHooks("poststart", hooks, &specs.State{
+		Version: specs.Version, ID: h.ID, Status: specs.StateRunning, Pid: shimAlive(h),
+		Bundle: h.Meta.Bundle, Annotations: h.Meta.Annotations,
+	})
+	if err != nil {
+		logrus.Warn(err)
+	}
 }
 
 // Status implements libruntime.Backend: a dead shim means a stopped
@@ -345,7 +401,7 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 			return err
 		}
 	}
-	for _, n := range []string{shim.SocketName, pidFile, shim.ConfigFile, shim.ExitFile, "boot.json"} {
+	for _, n := range []string{shim.SocketName, pidFile, shim.ConfigFile, shim.ExitFile, "boot.json", poststartFile} {
 		os.Remove(filepath.Join(h.Dir, n))
 	}
 	runPoststop(h)
@@ -460,4 +516,48 @@ func (p *process) Wait() (int, error) {
 		return 128 + int(ws.Signal()), nil
 	}
 	return ws.ExitStatus(), nil
+}
+
+// oomWait is how long one request for OOM kills waits in the guest.
+const oomWait = 20 * time.Second
+
+// OOMWaiter implements libruntime.OOMWatcher: the guest counts the OOM
+// kills in the container's memory cgroup; the shim relays the count.
+func (b *Backend) OOMWaiter(h *libruntime.Handle) (libruntime.OOMWaitFunc, error) {
+	dir := h.Dir
+	type answer struct {
+		r   proto.OOMReply
+		err error
+	}
+	ask := func(seen uint64, wait time.Duration) answer {
+		var a answer
+		a.err = shim.Call(dir, proto.OpOOM, proto.OOMRequest{Seen: seen, WaitMs: int(wait / time.Millisecond)}, &a.r, wait+callTimeout)
+		return a
+	}
+	return func(seen uint64, done <-chan struct{}) (uint64, error) {
+		select {
+		case <-done: // the count now
+			a := ask(seen, time.Millisecond)
+			return a.r.Count, a.err
+		default:
+		}
+		for {
+			ch := make(chan answer, 1)
+			go func() { ch <- ask(seen, oomWait) }()
+			var a answer
+			select {
+			case a = <-ch:
+			case <-done:
+				return seen, nil
+			}
+			switch {
+			case a.err != nil && !shim.Answered(a.err):
+				return seen, nil // the container has stopped: no more kills
+			case a.err != nil:
+				return seen, a.err
+			case a.r.Count > seen || a.r.Exited:
+				return a.r.Count, nil
+			}
+		}
+	}, nil
 }
