@@ -12,22 +12,26 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/runh-project/runh/hvshim/initrd"
 	"github.com/runh-project/runh/integration"
 	"golang.org/x/sys/unix"
 )
 
 // bench holds one run: the contenders, the shared bundles and the report.
 type bench struct {
-	ctx   context.Context
-	c     *config
-	rep   *Report
-	dir   string     // temporary: rootfs, bundles, state roots, pid files
-	rts   []*runtime // process isolation: runh, runc, crun
-	vm    *runtime   // runh with --isolation hypervisor
-	nonce string     // keeps IDs (and so cgroup paths) unique across runs
+	ctx    context.Context
+	c      *config
+	rep    *Report
+	dir    string     // temporary: rootfs, bundles, state roots, pid files
+	rts    []*runtime // process isolation: runh, runc, crun
+	vm     *runtime   // runh with --isolation hypervisor: VMs restored from a template
+	vmCold *runtime   // the same with --vm-template=false: every VM booted
+	cache  string     // runh's private initrd and template cache (RUNH_CACHE_DIR)
+	nonce  string     // keeps IDs (and so cgroup paths) unique across runs
 
 	trueBundle, sleepBundle string
 	workers                 []*worker
+	mounts                  []string // unmounted at cleanup, before the directory goes
 	start                   time.Time
 }
 
@@ -62,8 +66,16 @@ func newBench(ctx context.Context, c *config) (*bench, error) {
 		b.rts = append(b.rts, mk(runcSrcName, c.RuncSrc))
 	}
 	b.vm = mk("runh-vm", c.Runh, "--isolation", "hypervisor")
-	b.vm.Timeout = 2 * time.Minute // TCG boots take seconds, more on a busy host
-	for _, r := range append(b.rts, b.vm) {
+	b.vmCold = mk("runh-vm-cold", c.Runh, "--isolation", "hypervisor", "--vm-template=false")
+	// A cache of the run's own: its template is made by this run's probe,
+	// no other VM on the host shares its pages (PSS), and no other runh's
+	// templates push it out of the cache (which keeps the six newest).
+	b.cache = filepath.Join(dir, "cache")
+	for _, r := range []*runtime{b.vm, b.vmCold} {
+		r.Env = []string{initrd.EnvCacheDir + "=" + b.cache}
+		r.Timeout = 2 * time.Minute // TCG boots take seconds, more on a busy host
+	}
+	for _, r := range append(b.rts, b.vm, b.vmCold) {
 		if err := os.MkdirAll(r.Root, 0o700); err != nil {
 			return b, err
 		}
@@ -129,27 +141,25 @@ func (b *bench) run() error {
 	}{
 		{"run", b.benchRun}, {"verbs", b.benchVerbs}, {"exec", b.benchExec},
 		{"throughput", b.benchThroughput}, {"memory", b.benchMemory},
+		{"vm", b.benchVM}, // vm-run and vm-memory
+		{"net", b.benchNet}, {"userland", b.benchUserland},
 	}
 	for _, s := range sections {
-		if !b.c.has(s.name) || b.ctx.Err() != nil {
+		wanted := b.c.has(s.name)
+		if s.name == "vm" {
+			wanted = b.c.has("vm-run") || b.c.has("vm-memory")
+		}
+		if !wanted || b.ctx.Err() != nil {
 			continue
 		}
-		logf("section %s (load %s)", s.name, loadavg())
+		if s.name != "vm" { // benchVM logs its own two
+			logf("section %s (load %s)", s.name, loadavg())
+		}
+		t0 := time.Now()
 		if err := s.fn(); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		b.rep.Env.MaxLoad1 = max(b.rep.Env.MaxLoad1, load1())
-	}
-	if (b.c.has("vm-run") || b.c.has("vm-memory")) && b.ctx.Err() == nil {
-		if err := b.benchVM(); err != nil {
-			return err
-		}
-	}
-	if b.c.has("net") && b.ctx.Err() == nil {
-		logf("section net (load %s)", loadavg())
-		if err := b.benchNet(); err != nil {
-			return fmt.Errorf("net: %w", err)
-		}
+		b.rep.Env.addSection(s.name, time.Since(t0))
 		b.rep.Env.MaxLoad1 = max(b.rep.Env.MaxLoad1, load1())
 	}
 	b.rep.Env.LoadEnd = loadavg()
@@ -172,13 +182,19 @@ func rotate(rts []*runtime, i int) []*runtime {
 }
 
 func (b *bench) cleanup() {
-	for _, r := range append(b.rts, b.vm) {
+	for _, r := range append(b.rts, b.vm, b.vmCold) {
 		if r != nil {
 			removeAllContainers(r)
 		}
 	}
 	for _, w := range b.workers {
 		w.close()
+	}
+	for i := len(b.mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(b.mounts[i], 0); err != nil {
+			logf("cleanup: unmount %s: %v; detaching it", b.mounts[i], err)
+			unix.Unmount(b.mounts[i], unix.MNT_DETACH)
+		}
 	}
 	if b.dir != "" {
 		if err := os.RemoveAll(b.dir); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,101 @@ func TestReadingOptionalContender(t *testing.T) {
 		text := strings.Join(r.reading(), "\n")
 		if got := strings.Contains(text, runcSrcName); got != withSrc {
 			t.Errorf("runc-src ran: %v, reading mentions it: %v\n%s", withSrc, got, text)
+		}
+	}
+}
+
+func TestParseUserland(t *testing.T) {
+	good := "py-first 0.951\npy-again 0.2\npy-again 0.18\nwalk 6.2\nwalk-entries 8237\npython 3.11.2\n" +
+		"read-files 1310\nread1 4.7\nread2 4.2\nwrite-root 6.4\nwrite-vol 0.24\ncpu 1.1\ncpu 1.0\n"
+	o, err := parseUserland(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.steps["py-again"]; len(got) != 2 || got[1] != 0.18 {
+		t.Errorf("py-again = %v", got)
+	}
+	if o.facts["walk-entries"] != "8237" || o.facts["python"] != "3.11.2" {
+		t.Errorf("facts = %v", o.facts)
+	}
+	for name, out := range map[string]string{
+		"script error": "py-first 0.9\nerror walk: find: oops\n",
+		"missing step": strings.Replace(good, "write-vol 0.24\n", "", 1),
+		"bad time":     strings.Replace(good, "walk 6.2", "walk 6,2", 1),
+	} {
+		if _, err := parseUserland(out); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// TestUserlandScripts: the scripts' Sprintf verbs all took a value.
+func TestUserlandScripts(t *testing.T) {
+	for name, s := range map[string]string{"bash": ulScript, "python": ulPython} {
+		if strings.Contains(s, "%!") {
+			t.Errorf("%s script has a bad verb:\n%s", name, s)
+		}
+	}
+	if !strings.Contains(ulPython, `"/data/runh-bench.dat"`) || !strings.Contains(ulScript, "i < 5;") {
+		t.Error("values not substituted")
+	}
+}
+
+func TestRelativeRatio(t *testing.T) {
+	r := &Report{}
+	cpu := r.result(userland, "steps", rowULCPU, "s", false, "runh", "runh-vm")
+	walk := r.result(userland, "steps", rowULWalk, "s", false, "runh", "runh-vm")
+	walk.RatioPairs = []string{"runh-vm/runh"}
+	walk.Relative = &Relative{Pair: "runh-vm/runh", Of: rowULCPU, Name: "÷ CPU"}
+	cpu.RatioPairs = walk.RatioPairs
+	cpu.add("runh", 1)
+	cpu.add("runh-vm", 10)
+	walk.add("runh", 2)
+	walk.add("runh-vm", 60)
+	for i := 0; i < 2; i++ { // as a run, then as -render of its JSON
+		r.finalize()
+		if q, ok := walk.ratio("runh-vm/runh ÷ CPU"); !ok || q != 3 || len(walk.Ratios) != 2 {
+			t.Errorf("pass %d: ratios %v, want 30× and 3 over the CPU's 10×", i, walk.Ratios)
+		}
+	}
+}
+
+func TestReadingTargets(t *testing.T) {
+	r := &Report{Config: &config{VMMany: 10}, VM: &VMInfo{Accel: "tcg"}}
+	add := func(sec, name string, v map[string]float64) *Result {
+		var rts []string
+		for rt := range v {
+			rts = append(rts, rt)
+		}
+		x := r.result(sec, "t", name, "s", false, rts...)
+		for rt, val := range v {
+			x.add(rt, val)
+		}
+		return x
+	}
+	add(hypervisor, rowVMRun, map[string]float64{"runh-vm": 0.6, "runh-vm-cold": 1.5, floorName: 1})
+	add(hypervisor, rowPSSOne, map[string]float64{"runh-vm": 50, "runh-vm-cold": 170})
+	add(hypervisor, fmt.Sprintf(rowPSSPerFmt, 10), map[string]float64{"runh-vm": 46})
+	add(userland, rowULCPU, map[string]float64{"runh": 0.1, "runh-vm": 1})
+	add(userland, rowULRead1, map[string]float64{"runh": 0.1, "runh-vm": 1})
+	add(userland, rowULRead2, map[string]float64{"runh": 0.1, "runh-vm": 0.25})
+	add(userland, rowULWhole, map[string]float64{"runh": 0.3, "runh-vm": 4.5})
+	w := add(userland, rowULWalk, map[string]float64{"runh": 0.1, "runh-vm": 2})
+	w.RatioPairs = []string{"runh-vm/runh"}
+	r.find(userland, rowULCPU).RatioPairs = w.RatioPairs
+	r.finalize()
+	text := strings.Join(r.reading(), "\n")
+	for _, want := range []string{
+		"ratio 0.60 (issue 12's target ≤ 1.00: met, and the aim of 0.7 too)",
+		"ratio 1.50 to the floor (issue 5's target ≤ 1.25: not met)",
+		"target ≤ 60 MiB: met; the aim of 40 not yet",
+		"46.0 MiB each (target ≤ 45: not met)",
+		"VM/process 20.0×, 2.00 times the CPU job's (issue 16's target ≤ 1.5: not met)",
+		"4.0× faster (issue 16's target ≥ 5×: not met)",
+		"4.50 s (issue 16's target ≤ 5 s: met)",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("reading lacks %q:\n%s", want, text)
 		}
 	}
 }

@@ -1,7 +1,10 @@
 // Command bench compares runh with runc and crun (process isolation) and
-// with a bare QEMU boot (hypervisor isolation), interleaving the contenders
-// on one busybox bundle, and writes docs/benchmarks.md and the raw samples
-// as JSON. `make bench` (mk/bench.mk) runs it; nothing here is an assertion.
+// with a bare QEMU boot (hypervisor isolation, VMs restored from a
+// template and booted), interleaving the contenders on one busybox
+// bundle; measures the network in both modes, and a real userland (Debian
+// with Python) in both modes beside runc; and writes docs/benchmarks.md
+// and the raw samples as JSON. `make bench` (mk/bench.mk) runs it; nothing
+// here is an assertion.
 package main
 
 import (
@@ -21,7 +24,7 @@ import (
 )
 
 // Sections, in the order they run.
-var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net"}
+var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net", "userland"}
 
 type config struct {
 	Runh, Runc, Crun string
@@ -32,10 +35,13 @@ type config struct {
 	TPRounds         int
 	TPConcurrency    []int
 	VMN, VMMany      int
-	VMMemory, VMCPUs int // floor sizes when runh's own cannot be read
-	NetN             int // rounds of the network section
-	NetMiB, NetVMMiB int // MiB per TCP sample, process and hypervisor isolation
-	NetRequests      int // HTTP GETs per sample
+	VMMemory, VMCPUs int    // floor sizes when runh's own cannot be read
+	NetN             int    // rounds of the network section
+	NetMiB, NetVMMiB int    // MiB per TCP sample, process and hypervisor isolation
+	NetRequests      int    // HTTP GETs per sample
+	UserlandN        int    // rounds of the userland section
+	UserlandRootfs   string // Debian rootfs; "" runs Mkdebian for it
+	Mkdebian         string
 	MD, JSON         string
 	Workdir          string
 	Mkrootfs         string
@@ -73,6 +79,9 @@ func parseFlags() (*config, error) {
 	flag.IntVar(&c.NetMiB, "net-mib", 256, "MiB per TCP throughput sample, process isolation")
 	flag.IntVar(&c.NetVMMiB, "net-vm-mib", 64, "MiB per TCP throughput sample, hypervisor isolation (less than -net-mib: TCG)")
 	flag.IntVar(&c.NetRequests, "net-requests", 200, "sequential HTTP GETs per request-rate sample")
+	flag.IntVar(&c.UserlandN, "userland-n", 5, "rounds of the userland section (each: one container of steps and one whole run per contender)")
+	flag.StringVar(&c.UserlandRootfs, "userland-rootfs", "", "Debian rootfs with python3 for the userland section (default: what -mkdebian prints)")
+	flag.StringVar(&c.Mkdebian, "mkdebian", "scripts/mkdebian.sh", "builds (once, cached) and prints the Debian rootfs")
 	flag.StringVar(&c.MD, "md", "docs/benchmarks.md", "markdown report (empty: none)")
 	flag.StringVar(&c.JSON, "json", "docs/benchmarks.json", "raw JSON results (empty: none)")
 	flag.StringVar(&c.Workdir, "workdir", "/run", "parent of the temporary bundles and state roots (tmpfs is best)")
@@ -99,12 +108,12 @@ func parseFlags() (*config, error) {
 	}
 	sort.Ints(c.TPConcurrency)
 	if c.N < 1 || c.MemN < 1 || c.TPTotal < 1 || c.TPRounds < 1 || c.VMN < 1 || c.VMMany < 1 ||
-		c.NetN < 1 || c.NetMiB < 1 || c.NetVMMiB < 1 || c.NetRequests < 1 {
+		c.NetN < 1 || c.NetMiB < 1 || c.NetVMMiB < 1 || c.NetRequests < 1 || c.UserlandN < 1 {
 		return nil, errors.New("iteration counts must be at least 1")
 	}
 	// Paths are resolved now: the harness changes nothing about its cwd,
 	// but runtimes get absolute paths only.
-	for _, p := range []*string{&c.Runh, &c.Mkrootfs, &c.MD, &c.JSON, &c.Workdir} {
+	for _, p := range []*string{&c.Runh, &c.Mkrootfs, &c.Mkdebian, &c.UserlandRootfs, &c.MD, &c.JSON, &c.Workdir} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
 			if err != nil {

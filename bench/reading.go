@@ -10,14 +10,41 @@ const (
 	targetRunVsRunc  = 1.0  // runh/runc, `run`
 	targetRunVsCrun  = 1.5  // runh/crun, `run`
 	targetTPVsRunc   = 1.0  // runh/runc, throughput at the highest concurrency
-	targetVMVsFloor  = 1.25 // runh-vm/floor, `run`
+	targetVMVsFloor  = 1.25 // runh-vm/floor, `run` (issue 5, before templates: now the booted VM's)
 	readingSubject   = "runh"
 	readingVMSubject = "runh-vm"
+	readingVMCold    = "runh-vm-cold"
+)
+
+// Targets of issue 12 (VM templates) and their aims.
+const (
+	targetTplVsFloor, aimTplVsFloor = 1.0, 0.7 // runh-vm/floor, `run`, restored
+	targetTplPSS, aimTplPSS         = 60, 40   // MiB, one idle restored container
+	targetTplPSSMany                = 45       // MiB each, with -vm-many of them
+)
+
+// Targets of issue 16 (real userland).
+const (
+	targetULOverCPU = 1.5 // VM/process of python's start and the walk, over the CPU job's
+	targetULReread  = 5   // first read over second read, in the VM
+	targetULWhole   = 5   // seconds, whole `run` of the script in a VM
 )
 
 func verdict(ok bool) string {
 	if ok {
 		return "met"
+	}
+	return "not met"
+}
+
+// aimed says whether v meets a lower-is-better target, and the aim
+// beyond it.
+func aimed(v, target, aim float64) string {
+	switch {
+	case v <= aim:
+		return fmt.Sprintf("met, and the aim of %g too", aim)
+	case v <= target:
+		return fmt.Sprintf("met; the aim of %g not yet", aim)
 	}
 	return "not met"
 }
@@ -74,6 +101,7 @@ func (r *Report) reading() []string {
 	}
 	out = append(out, r.vmReading()...)
 	out = append(out, r.netReading()...)
+	out = append(out, r.userlandReading()...)
 	if len(out) == 0 {
 		out = append(out, "No figures were produced.")
 	}
@@ -82,6 +110,9 @@ func (r *Report) reading() []string {
 
 // sentence lists the medians of a row, subject first.
 func (r *Report) sentence(x *Result, unit string) string {
+	if x == nil {
+		return ""
+	}
 	var parts []string
 	for _, s := range x.Series {
 		if s.N > 0 {
@@ -142,60 +173,170 @@ func (r *Report) vmReading() []string {
 	if x == nil {
 		return nil
 	}
-	a, ok1 := x.median(readingVMSubject)
-	f, ok2 := x.median(floorName)
+	a, okA := x.median(readingVMSubject)
+	c, okC := x.median(readingVMCold)
+	f, okF := x.median(floorName)
 	accel := ""
 	if r.VM != nil {
 		accel = " (accel " + r.VM.Accel + ")"
 	}
-	if ok1 && ok2 {
+	if okA && okF {
 		q := a / f
-		out = append(out, fmt.Sprintf("Hypervisor `run` of /bin/true%s: runh %s s against a bare boot of %s s, ratio %.2f (target ≤ %.2f: %s); "+
-			"the boot itself is %.0f%% of runh's time, runh's own part %s s.",
-			accel, num(a), num(f), q, targetVMVsFloor, verdict(q <= targetVMVsFloor), 100*f/a, num(a-f)))
+		out = append(out, fmt.Sprintf("Hypervisor `run` of /bin/true%s, restored from a template (runh's default): %s s against a bare boot of %s s, "+
+			"ratio %.2f (issue 12's target ≤ %.2f: %s); runh's part beyond the floor's time %s s.",
+			accel, num(a), num(f), q, targetTplVsFloor, aimed(q, targetTplVsFloor, aimTplVsFloor), num(a-f)))
 	}
-	med := func(name string) (float64, bool) { return r.find(hypervisor, name).median(readingVMSubject) }
-	if c, ok := med(rowVMCreate); ok {
-		st, _ := med(rowVMStart)
-		wt, _ := med(rowVMWait)
-		del, _ := med(rowVMDelete)
-		line := fmt.Sprintf("Verb by verb: `create` %s s", num(c))
+	if okC && okF {
+		q := c / f
+		line := fmt.Sprintf("Booted instead (`--vm-template=false`): %s s, ratio %.2f to the floor (issue 5's target ≤ %.2f: %s)",
+			num(c), q, targetVMVsFloor, verdict(q <= targetVMVsFloor))
+		if okA {
+			line += fmt.Sprintf("; the template saves %s s per container (restored/booted %.2f)", num(c-a), a/c)
+		}
+		out = append(out, line+".")
+	}
+	med := func(name, rt string) (float64, bool) { return r.find(hypervisor, name).median(rt) }
+	for _, rt := range []string{readingVMSubject, readingVMCold} {
+		cr, ok := med(rowVMCreate, rt)
+		if !ok {
+			continue
+		}
+		st, _ := med(rowVMStart, rt)
+		wt, _ := med(rowVMWait, rt)
+		del, _ := med(rowVMDelete, rt)
+		how := "restored"
+		if rt == readingVMCold {
+			how = "booted"
+		}
+		line := fmt.Sprintf("Verb by verb, %s: `create` %s s", how, num(cr))
 		costs := map[string]float64{"`start`": st, "the container's run to its exit": wt, "`delete`": del}
-		if ag, ok := med(rowVMAgent); ok {
+		if ag, ok := med(rowVMAgent, rt); ok {
 			line += fmt.Sprintf(" (QEMU start to agent answering %s s", num(ag))
-			if gi, ok := med(rowVMGuestInit); ok {
+			if gi, ok := med(rowVMGuestInit, rt); ok {
 				line += fmt.Sprintf("; the guest reached /init after %s s of guest time", num(gi))
 			}
 			line += ")"
-			costs["the VM boot up to the agent answering"] = ag
-			costs["`create` outside the boot (shim, initrd, QEMU launch, container creation in the guest)"] = c - ag
+			costs["the VM's start up to the agent answering"] = ag
+			costs["`create` outside the VM's start (shim, QEMU launch, container creation in the guest)"] = cr - ag
 		} else {
-			costs["`create`"] = c
+			costs["`create`"] = cr
 		}
 		line += fmt.Sprintf(", `start` %s s, then %s s until the container exited, `delete` %s s.", num(st), num(wt), num(del))
 		out = append(out, line)
-		worst, wv := "", 0.0
-		for k, v := range costs {
-			if v > wv || (v == wv && k < worst) {
-				worst, wv = k, v
+		if rt == readingVMSubject {
+			worst, wv := "", 0.0
+			for k, v := range costs {
+				if v > wv || (v == wv && k < worst) {
+					worst, wv = k, v
+				}
+			}
+			out = append(out, fmt.Sprintf("Largest remaining cost with hypervisor isolation (restored): %s, %s s.", worst, num(wv)))
+		}
+	}
+	one := r.find(hypervisor, rowPSSOne)
+	pss := func(rt string) string {
+		v, ok := one.median(rt)
+		if !ok {
+			return ""
+		}
+		s := num(v) + " MiB"
+		sh, ok1 := r.find(hypervisor, rowPSSShim).median(rt)
+		qe, ok2 := r.find(hypervisor, rowPSSQEMU).median(rt)
+		if ok1 && ok2 {
+			s += fmt.Sprintf(" (shim %s, QEMU %s)", num(sh), num(qe))
+		}
+		return s
+	}
+	if s := pss(readingVMSubject); s != "" {
+		v, _ := one.median(readingVMSubject)
+		line := fmt.Sprintf("One idle VM container costs %s of host PSS restored (issue 12's target ≤ %d MiB: %s)",
+			s, targetTplPSS, aimed(v, targetTplPSS, aimTplPSS))
+		if c := pss(readingVMCold); c != "" {
+			line += ", " + c + " booted"
+		}
+		if r.Config != nil {
+			if per, ok := r.find(hypervisor, fmt.Sprintf(rowPSSPerFmt, r.Config.VMMany)).median(readingVMSubject); ok {
+				line += fmt.Sprintf("; with %d restored running, %s MiB each (target ≤ %d: %s)",
+					r.Config.VMMany, num(per), targetTplPSSMany, verdict(per <= targetTplPSSMany))
 			}
 		}
-		out = append(out, fmt.Sprintf("Largest remaining cost with hypervisor isolation: %s, %s s.", worst, num(wv)))
+		out = append(out, line+".")
 	}
-	if one := r.find(hypervisor, rowPSSOne); one != nil {
-		if v, ok := one.median(readingVMSubject); ok {
-			line := fmt.Sprintf("One idle VM container costs %s MiB of host PSS", num(v))
-			sh, ok1 := r.find(hypervisor, rowPSSShim).median(readingVMSubject)
-			qe, ok2 := r.find(hypervisor, rowPSSQEMU).median(readingVMSubject)
-			if ok1 && ok2 {
-				line += fmt.Sprintf(" (shim %s, QEMU %s)", num(sh), num(qe))
+	return out
+}
+
+// userlandReading sets the userland steps against TCG's own cost and the
+// targets of issue 16.
+func (r *Report) userlandReading() []string {
+	cpu := r.find(userland, rowULCPU)
+	if cpu == nil {
+		return nil
+	}
+	var out []string
+	vmProc := readingVMSubject + "/" + readingSubject
+	q0, haveQ0 := cpu.ratio(vmProc)
+	if s := r.sentence(cpu, "s"); s != "" {
+		line := "Real userland, the TCG floor: the CPU-bound job (no file access) takes " + s
+		if haveQ0 {
+			line += fmt.Sprintf("; VM/process %.1f×, what TCG costs by itself", q0)
+		}
+		out = append(out, line+".")
+	}
+	for _, row := range []string{rowULPyFirst, rowULPyAgain, rowULWalk} {
+		x := r.find(userland, row)
+		s := r.sentence(x, "s")
+		if s == "" {
+			continue
+		}
+		line := row + ": " + s
+		if q, ok := x.ratio(vmProc); ok {
+			line += fmt.Sprintf("; VM/process %.1f×", q)
+			if haveQ0 {
+				rel := q / q0
+				line += fmt.Sprintf(", %.2f times the CPU job's (issue 16's target ≤ %.1f: %s)", rel, targetULOverCPU, verdict(rel <= targetULOverCPU))
 			}
-			if r.Config != nil {
-				if per, ok := r.find(hypervisor, fmt.Sprintf(rowPSSPerFmt, r.Config.VMMany)).median(readingVMSubject); ok {
-					line += fmt.Sprintf("; with %d running, %s MiB each", r.Config.VMMany, num(per))
+		}
+		out = append(out, line+".")
+	}
+	r1, r2 := r.find(userland, rowULRead1), r.find(userland, rowULRead2)
+	if a, ok := r1.median(readingVMSubject); ok {
+		if b, ok := r2.median(readingVMSubject); ok && b > 0 {
+			line := fmt.Sprintf("Reading the same files twice in a VM: %s s, then %s s, %.1f× faster (issue 16's target ≥ %d×: %s)",
+				num(a), num(b), a/b, targetULReread, verdict(a/b >= targetULReread))
+			pa, ok1 := r1.median(readingSubject)
+			pb, ok2 := r2.median(readingSubject)
+			if ok1 && ok2 {
+				line += fmt.Sprintf("; in process isolation %s s then %s s", num(pa), num(pb))
+			}
+			if q, ok := r1.ratio(vmProc + " " + ulOverCPU); ok {
+				line += fmt.Sprintf("; VM/process over the CPU job's: first read %.2f", q)
+				if q2, ok := r2.ratio(vmProc + " " + ulOverCPU); ok {
+					line += fmt.Sprintf(", second %.2f", q2)
 				}
 			}
 			out = append(out, line+".")
+		}
+	}
+	var ws []string
+	for _, row := range []string{rowULWriteRoot, rowULWriteVol} {
+		x := r.find(userland, row)
+		p, ok1 := x.median(readingSubject)
+		v, ok2 := x.median(readingVMSubject)
+		if ok1 && ok2 {
+			w := fmt.Sprintf("%s: process %s s, VM %s s", strings.TrimPrefix(row, "write 64 MiB + fsync, "), num(p), num(v))
+			if q, ok := x.ratio(vmProc + " " + ulOverCPU); ok {
+				w += fmt.Sprintf(" (%.2f times the CPU job's ratio)", q)
+			}
+			ws = append(ws, w)
+		}
+	}
+	if len(ws) > 0 {
+		out = append(out, "Writing 64 MiB and fsync, "+strings.Join(ws, "; ")+".")
+	}
+	if x := r.find(userland, rowULWhole); x != nil {
+		if v, ok := x.median(readingVMSubject); ok {
+			out = append(out, fmt.Sprintf("Whole `run` of the small Python script in a VM: %s s (issue 16's target ≤ %d s: %s); %s.",
+				num(v), targetULWhole, verdict(v <= targetULWhole), r.sentence(x, "s")))
 		}
 	}
 	return out

@@ -23,6 +23,8 @@ var tableTitles = map[string]string{
 	"phases":     "Where runh's time goes: the same container verb by verb (s; … rows are parts of `create`)",
 	"pss":        "Host memory of shim + QEMU (PSS, MiB, lower is better)",
 	"network":    "Host → container over a bridge (higher is better)",
+	"steps":      "Steps timed inside one container per contender and round (s, lower is better)",
+	"whole":      "Whole `run` (s, lower is better)",
 }
 
 func (r *Report) write(mdPath, jsonPath string) error {
@@ -83,6 +85,13 @@ func (r *Report) markdown(jsonPath string) string {
 	fmt.Fprintf(&b, "- cgroups: %s.\n", e.Cgroup)
 	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) at start %s, at end %s; highest 1-min load between sections %.2f.\n",
 		e.LoadStart, e.LoadEnd, e.MaxLoad1)
+	if len(e.Sections) > 0 {
+		var parts []string
+		for _, s := range e.Sections {
+			parts = append(parts, fmt.Sprintf("%s %.0f s", s.Name, s.Seconds))
+		}
+		fmt.Fprintf(&b, "- Time per section: %s.\n", strings.Join(parts, ", "))
+	}
 	fmt.Fprintf(&b, "- Method: one busybox bundle shared by all contenders (and by both isolation modes), "+
 		"each runtime with its own private `--root`; %s. Cells read median (p10–p90); ratios are of medians.", e.Interleaved)
 	if c.has("run") || c.has("verbs") || c.has("exec") {
@@ -97,7 +106,7 @@ func (r *Report) markdown(jsonPath string) string {
 		fmt.Fprintf(&b, " Memory: %d `create`s per contender, their process trees read from /proc every millisecond.", c.MemN)
 	}
 	if _, skipped := r.Skipped["vm-run"]; c.has("vm-run") && !skipped {
-		fmt.Fprintf(&b, " Hypervisor `run`: %d iterations, interleaved with the floor.", c.VMN)
+		fmt.Fprintf(&b, " Hypervisor `run`: %d iterations, restored, booted and the floor interleaved.", c.VMN)
 	}
 	if _, skipped := r.Skipped["net"]; c.has("net") && !skipped {
 		b.WriteString(" Network: one server container per contender, each in its own network namespace on a private bridge " +
@@ -109,16 +118,20 @@ func (r *Report) markdown(jsonPath string) string {
 		fmt.Fprintf(&b, "> **The machine was busy during this run** (1-min load up to %.1f on %d cores): "+
 			"read the ratios as indicative only.\n\n", e.MaxLoad1, e.Cores)
 	}
-	for _, sec := range []struct{ id, title string }{{process, "Process isolation"}, {hypervisor, "Hypervisor isolation"}, {network, "Network"}} {
-		if sec.id == network && !c.has("net") {
+	for _, sec := range []struct{ id, title string }{{process, "Process isolation"}, {hypervisor, "Hypervisor isolation"},
+		{network, "Network"}, {userland, "Real userland"}} {
+		if (sec.id == network && !c.has("net")) || (sec.id == userland && !c.has("userland")) {
 			continue // absent from reports of runs without it
 		}
 		fmt.Fprintf(&b, "## %s\n\n", sec.title)
-		if sec.id == hypervisor {
+		switch sec.id {
+		case hypervisor:
 			r.vmPreamble(&b)
+		case userland:
+			r.userlandPreamble(&b)
 		}
 		r.skippedFor(&b, sec.id)
-		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network"} {
+		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network", "steps", "whole"} {
 			rows := r.rows(sec.id, t)
 			if len(rows) > 0 {
 				fmt.Fprintf(&b, "### %s\n\n%s\n", tableTitles[t], table(rows))
@@ -142,6 +155,70 @@ func (r *Report) vmPreamble(b *strings.Builder) {
 		"VM: %s, %d MiB, %d vCPU (from %s). Phase breakdown: %s.\n\n",
 		v.Accel, v.AccelReason, v.Kernel, v.KernelVersion, v.QEMUVersion, v.Transport,
 		machineName(v.Machine), v.MemoryMiB, v.CPUs, v.SizesFrom, v.Phases)
+	if v.Template == "" {
+		return
+	}
+	fmt.Fprintf(b, "Method: `runh-vm` is runh's default, each VM restored from a template; `runh-vm-cold` boots each "+
+		"(`--vm-template=false`). runh keeps its initrd and templates in a cache of this run's own (`RUNH_CACHE_DIR`), "+
+		"so the template is made by this run's first VM (whose boot.json said **%s**%s) before anything is timed, "+
+		"and no other VM on the host shares its pages. How the timed VMs started, by their boot.json: %s.\n\n",
+		v.Template, parenthesized(v.TemplateReason), startsText(v.Starts))
+}
+
+func parenthesized(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (" + s + ")"
+}
+
+// startsText prints the start outcomes of each contender, e.g.
+// "runh-vm restored 8; runh-vm-cold cold 8".
+func startsText(m map[string]map[string]int) string {
+	if len(m) == 0 {
+		return "not recorded"
+	}
+	var rts []string
+	for rt := range m {
+		rts = append(rts, rt)
+	}
+	sort.Strings(rts)
+	var parts []string
+	for _, rt := range rts {
+		var hows []string
+		for how := range m[rt] {
+			hows = append(hows, how)
+		}
+		sort.Strings(hows)
+		var cs []string
+		for _, how := range hows {
+			cs = append(cs, fmt.Sprintf("%s %d", how, m[rt][how]))
+		}
+		parts = append(parts, rt+" "+strings.Join(cs, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (r *Report) userlandPreamble(b *strings.Builder) {
+	u := r.Userland
+	if u == nil {
+		return
+	}
+	py := ""
+	if u.Python != "" {
+		py = ", Python " + u.Python
+	}
+	n := 0
+	if r.Config != nil {
+		n = r.Config.UserlandN
+	}
+	fmt.Fprintf(b, "Method: Debian 12 minbase with python3 and sqlite3 (`scripts/mkdebian.sh`: `%s`%s); %s. "+
+		"Each of %d rounds runs, per contender in rotated order, one container whose bash script times each step "+
+		"(bash's `time` for commands, Python's `time.perf_counter` inside one Python process for reading, writing and the CPU job), "+
+		"so a VM's start is in none of them, and one whole `run` of a small script. One untimed whole run per contender first. "+
+		"`runh-vm/runh` is the VM's cost over process isolation; `÷ CPU-bound's` divides it by the same ratio of the CPU-bound job, "+
+		"which touches no file: 1.00 means the step costs in a VM only what TCG costs.\n\n",
+		u.Rootfs, py, u.Layout, n)
 }
 
 // skippedFor lists the skipped sections belonging to a report section.
@@ -169,6 +246,8 @@ func reportSection(name string) string {
 	switch {
 	case name == "net":
 		return network
+	case name == userland:
+		return userland
 	case strings.HasPrefix(name, "vm-"):
 		return hypervisor
 	}

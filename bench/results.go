@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Series is one contender's samples of one figure.
@@ -38,17 +39,29 @@ type Result struct {
 	// RatioPairs, "a/b" each, replace the default ratios (the first
 	// series to each other one), e.g. to compare two modes of runh.
 	RatioPairs []string `json:"ratioPairs,omitempty"`
-	Ratios     []Ratio  `json:"ratios,omitempty"`
+	// Relative, if set, adds one more ratio: this row's ratio Pair divided
+	// by the same ratio of another row, e.g. a VM's cost beyond TCG's.
+	Relative *Relative `json:"relative,omitempty"`
+	Ratios   []Ratio   `json:"ratios,omitempty"`
+}
+
+// Relative is the ratio Pair of a row over Pair of row Of (same section),
+// named "Pair Name".
+type Relative struct {
+	Pair string `json:"pair"`
+	Of   string `json:"of"`
+	Name string `json:"name"`
 }
 
 // Report is everything a run produced; it is written as JSON as is.
 type Report struct {
-	Date    string            `json:"date"`
-	Env     Env               `json:"environment"`
-	Config  *config           `json:"config"`
-	VM      *VMInfo           `json:"vm,omitempty"`
-	Skipped map[string]string `json:"skipped,omitempty"` // section -> reason
-	Results []*Result         `json:"results"`
+	Date     string            `json:"date"`
+	Env      Env               `json:"environment"`
+	Config   *config           `json:"config"`
+	VM       *VMInfo           `json:"vm,omitempty"`
+	Userland *UserlandInfo     `json:"userland,omitempty"`
+	Skipped  map[string]string `json:"skipped,omitempty"` // section -> reason
+	Results  []*Result         `json:"results"`
 
 	mu sync.Mutex
 }
@@ -65,8 +78,20 @@ type Env struct {
 	LoadEnd     string            `json:"loadavgEnd"`
 	MaxLoad1    float64           `json:"maxLoad1"` // highest 1-min load seen between sections
 	Duration    float64           `json:"durationSeconds"`
+	Sections    []SectionTime     `json:"sections,omitempty"` // wall time of each section, in run order
 	GoVersion   string            `json:"goVersion"`
 	Interleaved string            `json:"interleaving"`
+}
+
+// SectionTime is how long one section of the run took.
+type SectionTime struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+func (e *Env) addSection(name string, d time.Duration) {
+	e.Sections = append(e.Sections, SectionTime{name, d.Seconds()})
+	logf("section %s took %.0f s", name, d.Seconds())
 }
 
 // result returns the row section/name, creating it with one empty series
@@ -150,6 +175,18 @@ func (r *Report) finalize() {
 			if ok1 && ok2 && den != 0 {
 				x.Ratios = append(x.Ratios, Ratio{p, num / den})
 			}
+		}
+	}
+	// Relative ratios, once every row has its own.
+	for _, x := range r.Results {
+		rel := x.Relative
+		if rel == nil {
+			continue
+		}
+		q, ok1 := x.ratio(rel.Pair)
+		of, ok2 := r.find(x.Section, rel.Of).ratio(rel.Pair)
+		if ok1 && ok2 && of != 0 {
+			x.Ratios = append(x.Ratios, Ratio{rel.Pair + " " + rel.Name, q / of})
 		}
 	}
 }

@@ -20,12 +20,17 @@ type runtime struct {
 	Path    string
 	Root    string
 	Global  []string      // extra global flags, e.g. --isolation hypervisor
+	Env     []string      // extra environment, e.g. runh's private cache
 	Timeout time.Duration // per invocation
 }
 
 func (r *runtime) command(ctx context.Context, args ...string) *exec.Cmd {
 	all := append(append([]string{"--root", r.Root}, r.Global...), args...)
-	return exec.CommandContext(ctx, r.Path, all...)
+	cmd := exec.CommandContext(ctx, r.Path, all...)
+	if len(r.Env) > 0 {
+		cmd.Env = append(os.Environ(), r.Env...)
+	}
+	return cmd
 }
 
 // worker owns what one concurrent stream of invocations needs: a place for
@@ -66,11 +71,16 @@ func (w *worker) close() {
 // interrupted benchmark lets invocations finish rather than kill a
 // runtime halfway through a create (which can leave cgroups behind).
 func (w *worker) call(r *runtime, args ...string) (time.Duration, *os.ProcessState, error) {
+	return w.callTo(w.null, r, args...)
+}
+
+// callTo is call with the invocation's stdout going to out.
+func (w *worker) callTo(out *os.File, r *runtime, args ...string) (time.Duration, *os.ProcessState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.Timeout)
 	defer cancel()
 	w.stderr.Truncate(0)
 	cmd := r.command(ctx, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = w.null, w.null, w.stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = w.null, out, w.stderr
 	t0 := time.Now()
 	err := cmd.Run()
 	d := time.Since(t0)
@@ -79,6 +89,22 @@ func (w *worker) call(r *runtime, args ...string) (time.Duration, *os.ProcessSta
 		return d, cmd.ProcessState, fmt.Errorf("%s %s: %v: %s", r.Name, args[0], err, lastLine(msg))
 	}
 	return d, cmd.ProcessState, nil
+}
+
+// output is call with stdout kept: it returns what the invocation (a
+// foreground `run`: the container) printed.
+func (w *worker) output(r *runtime, args ...string) (time.Duration, string, error) {
+	f, err := os.OpenFile(filepath.Join(w.dir, "stdout"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	d, _, err := w.callTo(f, r, args...)
+	out, rerr := os.ReadFile(f.Name())
+	if err == nil {
+		err = rerr
+	}
+	return d, string(out), err
 }
 
 // forceDelete removes a container after a failure.

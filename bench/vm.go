@@ -20,18 +20,40 @@ import (
 
 // VMInfo is what the hypervisor figures ran on.
 type VMInfo struct {
-	Accel         string          `json:"accel"`
-	AccelReason   string          `json:"accelReason,omitempty"`
-	Kernel        string          `json:"kernel"`
-	KernelVersion string          `json:"kernelVersion,omitempty"`
-	QEMUVersion   string          `json:"qemuVersion,omitempty"`
-	Transport     string          `json:"transport,omitempty"`
-	Machine       string          `json:"machine,omitempty"` // -M of runh's QEMU
-	MemoryMiB     int             `json:"memoryMiB"`
-	CPUs          int             `json:"cpus"`
-	SizesFrom     string          `json:"sizesFrom"`
-	Phases        string          `json:"phases"` // where the create breakdown came from, or why there is none
-	Check         json.RawMessage `json:"check"`
+	Accel         string `json:"accel"`
+	AccelReason   string `json:"accelReason,omitempty"`
+	Kernel        string `json:"kernel"`
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	QEMUVersion   string `json:"qemuVersion,omitempty"`
+	Transport     string `json:"transport,omitempty"`
+	Machine       string `json:"machine,omitempty"` // -M of runh's QEMU
+	MemoryMiB     int    `json:"memoryMiB"`
+	CPUs          int    `json:"cpus"`
+	SizesFrom     string `json:"sizesFrom"`
+	Phases        string `json:"phases"` // where the create breakdown came from, or why there is none
+	// Template is how the probe's VM started by default ("built": the
+	// template was made then), from its boot.json; TemplateReason why
+	// not from a template, if it was not.
+	Template       string `json:"template,omitempty"`
+	TemplateReason string `json:"templateReason,omitempty"`
+	// Starts counts how the timed VMs started, by contender and boot.json
+	// outcome (restored, built, cold), over the verb-by-verb runs.
+	Starts map[string]map[string]int `json:"starts,omitempty"`
+	Check  json.RawMessage           `json:"check"`
+}
+
+// countStart records how one VM of contender rt started.
+func (v *VMInfo) countStart(rt, how string) {
+	if how == "" {
+		how = "unrecorded"
+	}
+	if v.Starts == nil {
+		v.Starts = map[string]map[string]int{}
+	}
+	if v.Starts[rt] == nil {
+		v.Starts[rt] = map[string]int{}
+	}
+	v.Starts[rt][how]++
 }
 
 const (
@@ -72,6 +94,7 @@ func (b *bench) check() (*checkReport, json.RawMessage, error) {
 	defer cancel()
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, b.c.Runh, "check", "--format", "json")
+	cmd.Env = append(os.Environ(), b.vm.Env...) // the run's own cache
 	cmd.Stderr = &stderr
 	out, runErr := cmd.Output()
 	raw := json.RawMessage(bytes.TrimSpace(out))
@@ -117,8 +140,9 @@ func (b *bench) benchVM() error {
 		KernelVersion: chk.KernelVersion, QEMUVersion: chk.QEMUVersion, Transport: chk.Transport, Check: raw}
 	b.rep.VM = info
 	logf("hypervisor isolation: accel %s (%s), kernel %s", info.Accel, info.AccelReason, info.Kernel)
-	// One sleeping container first: it proves the mode works, warms the
-	// initrd cache, and its QEMU command line gives the floor its sizes.
+	// One sleeping container first: it proves the mode works, writes the
+	// initrd and the VM template into the run's cache before anything is
+	// timed, and its QEMU command line gives the floor its sizes.
 	if err := b.probeVM(info); err != nil {
 		skipAll("a hypervisor-isolated container does not run: " + err.Error())
 		return nil
@@ -148,6 +172,10 @@ func (b *bench) probeVM(info *VMInfo) error {
 	}
 	unix.Close(fd)
 	defer w.forceDelete(b.vm, id)
+	if bt := readBootTimes(b.vm, id); bt != nil {
+		info.Template, info.TemplateReason = bt.Template, bt.TemplateReason
+		logf("probe VM: template %s %s", bt.Template, bt.TemplateReason)
+	}
 	if _, _, err := w.call(b.vm, "start", id); err != nil {
 		return err
 	}
@@ -202,28 +230,70 @@ func leadingInt(s string) int {
 	return n
 }
 
-// benchVMRun interleaves three things: runh's `run` of /bin/true in a VM;
-// the floor, QEMU booting the same kernel, machine and sizes with an
-// initrd whose /init powers off at once; and the same container driven
-// verb by verb, for the breakdown (with the shim's boot times, which runh
-// keeps in the state directory as boot.json while the container exists).
+// benchVMRun interleaves five things: runh's `run` of /bin/true in a VM
+// restored from the template, the same booted cold (--vm-template=false),
+// the floor (QEMU booting the same kernel, machine and sizes with an
+// initrd whose /init powers off at once), and the same container driven
+// verb by verb in both ways, for the breakdown (with the shim's boot
+// times, which runh keeps in the state directory as boot.json while the
+// container exists).
 func (b *bench) benchVMRun(info *VMInfo) error {
 	floorRd := filepath.Join(b.dir, "floor.cpio")
 	if err := initrd.WriteFloor(floorRd); err != nil {
 		return err
 	}
-	vm := b.vm.Name
-	x := b.rep.result(hypervisor, "boot", rowVMRun, "s", false, vm, floorName)
-	x.Note = fmt.Sprintf("accel %s; floor: same kernel, %s, %d MiB, %d vCPU (sizes from %s)",
-		info.Accel, machineName(info.Machine), info.MemoryMiB, info.CPUs, info.SizesFrom)
-	row := func(name string) *Result { return b.rep.result(hypervisor, "phases", name, "s", false, vm) }
+	vm, cold := b.vm.Name, b.vmCold.Name
+	x := b.rep.result(hypervisor, "boot", rowVMRun, "s", false, vm, cold, floorName)
+	x.RatioPairs = []string{vm + "/" + floorName, cold + "/" + floorName, vm + "/" + cold}
+	x.Note = fmt.Sprintf("accel %s; %s: restored from a template (runh's default), %s: booted (`--vm-template=false`); "+
+		"floor: same kernel, %s, %d MiB, %d vCPU (sizes from %s)",
+		info.Accel, vm, cold, machineName(info.Machine), info.MemoryMiB, info.CPUs, info.SizesFrom)
+	row := func(name string) *Result { return b.rep.result(hypervisor, "phases", name, "s", false, vm, cold) }
 	verbs := []*Result{row(rowVMCreate), row(rowVMQMP), row(rowVMAgent), row(rowVMGuestInit), row(rowVMGuestReady),
 		row(rowVMStart), row(rowVMWait), row(rowVMDelete)}
+	verbs[3].Note = "guest uptimes are shown for booted VMs only: a restored VM's are those of the template's own boot"
 	w := b.workers[0]
-	warmup := min(b.c.Warmup, 1) // the probe has already booted one VM
+	warmup := min(b.c.Warmup, 1) // the probe has already made the template
 	var bootJSON int
+	runOne := func(r *runtime, i int) {
+		id := b.id(r, "run", i)
+		d, _, err := w.call(r, "run", "--bundle", b.trueBundle, id)
+		switch {
+		case err != nil:
+			w.forceDelete(r, id)
+			x.fail(r.Name, err)
+		case i >= warmup:
+			x.add(r.Name, d.Seconds())
+		}
+	}
+	cycleOne := func(r *runtime, i int) {
+		id := b.id(r, "verbs", i)
+		var bt *bootTimes
+		t, err := w.cycle(r, id, b.trueBundle, func() { bt = readBootTimes(r, id) })
+		if err != nil {
+			verbs[0].fail(r.Name, err)
+			return
+		}
+		if i < warmup {
+			return
+		}
+		verbs[0].add(r.Name, t.create.Seconds())
+		if bt != nil {
+			bootJSON++
+			info.countStart(r.Name, bt.Template)
+			verbs[1].add(r.Name, bt.QMP)
+			verbs[2].add(r.Name, bt.AgentReady)
+			if bt.Template == "cold" {
+				verbs[3].add(r.Name, bt.GuestInit)
+				verbs[4].add(r.Name, bt.GuestReady)
+			}
+		}
+		verbs[5].add(r.Name, t.start.Seconds())
+		verbs[6].add(r.Name, t.wait.Seconds())
+		verbs[7].add(r.Name, t.delete.Seconds())
+	}
 	for i := 0; i < warmup+b.c.VMN && b.ctx.Err() == nil; i++ {
-		for _, who := range rotateNames([]string{vm, floorName, "verbs"}, i) {
+		for _, who := range rotateNames([]string{vm, cold, floorName, "verbs " + vm, "verbs " + cold}, i) {
 			switch who {
 			case floorName:
 				d, err := b.floor(info, floorRd)
@@ -234,42 +304,18 @@ func (b *bench) benchVMRun(info *VMInfo) error {
 					x.add(floorName, d.Seconds())
 				}
 			case vm:
-				id := b.id(b.vm, "run", i)
-				d, _, err := w.call(b.vm, "run", "--bundle", b.trueBundle, id)
-				switch {
-				case err != nil:
-					w.forceDelete(b.vm, id)
-					x.fail(vm, err)
-				case i >= warmup:
-					x.add(vm, d.Seconds())
-				}
+				runOne(b.vm, i)
+			case cold:
+				runOne(b.vmCold, i)
+			case "verbs " + vm:
+				cycleOne(b.vm, i)
 			default:
-				id := b.id(b.vm, "verbs", i)
-				var bt *bootTimes
-				t, err := w.cycle(b.vm, id, b.trueBundle, func() { bt = readBootTimes(b.vm, id) })
-				if err != nil {
-					verbs[0].fail(vm, err)
-					continue
-				}
-				if i < warmup {
-					continue
-				}
-				verbs[0].add(vm, t.create.Seconds())
-				if bt != nil {
-					bootJSON++
-					verbs[1].add(vm, bt.QMP)
-					verbs[2].add(vm, bt.AgentReady)
-					verbs[3].add(vm, bt.GuestInit)
-					verbs[4].add(vm, bt.GuestReady)
-				}
-				verbs[5].add(vm, t.start.Seconds())
-				verbs[6].add(vm, t.wait.Seconds())
-				verbs[7].add(vm, t.delete.Seconds())
+				cycleOne(b.vmCold, i)
 			}
 		}
 	}
 	if bootJSON > 0 {
-		info.Phases = fmt.Sprintf("boot.json in the container's state directory (%d of %d runs)", bootJSON, b.c.VMN)
+		info.Phases = fmt.Sprintf("boot.json in the container's state directory (%d of %d runs)", bootJSON, 2*b.c.VMN)
 	} else {
 		info.Phases = "runh wrote no boot.json, so `create` is not broken down"
 	}
@@ -279,6 +325,7 @@ func (b *bench) benchVMRun(info *VMInfo) error {
 // bootTimes is the shim's hvshim.BootTimes as runh stores it.
 type bootTimes struct {
 	QMP, AgentReady, GuestInit, GuestReady float64
+	Template, TemplateReason               string
 }
 
 func readBootTimes(r *runtime, id string) *bootTimes {
@@ -337,17 +384,20 @@ func (b *bench) floor(info *VMInfo, rd string) (time.Duration, error) {
 }
 
 // benchVMMemory measures the host PSS of shim + QEMU for one sleeping
-// container, then for many at once.
+// container booted cold, then for one restored from the template, each
+// alone, then for many restored at once.
 func (b *bench) benchVMMemory() {
-	rt := b.vm
 	var shims []int
 	var ids []string
-	defer func() {
+	rts := map[string]*runtime{}
+	deleteAll := func() {
 		for _, id := range ids {
-			b.workers[0].forceDelete(rt, id)
+			b.workers[0].forceDelete(rts[id], id)
 		}
-	}()
-	start := func(i int) error {
+		shims, ids = nil, nil
+	}
+	defer deleteAll()
+	start := func(rt *runtime, i int) error {
 		w := b.workers[i%len(b.workers)]
 		id := b.id(rt, "pss", i)
 		_, shim, fd, err := w.create(rt, id, b.sleepBundle)
@@ -355,7 +405,7 @@ func (b *bench) benchVMMemory() {
 			return err
 		}
 		unix.Close(fd)
-		ids = append(ids, id)
+		ids, rts[id] = append(ids, id), rt
 		if _, _, err := w.call(rt, "start", id); err != nil {
 			return err
 		}
@@ -363,25 +413,36 @@ func (b *bench) benchVMMemory() {
 		return nil
 	}
 	one := []*Result{
-		b.rep.result(hypervisor, "pss", rowPSSShim, "MiB", false, rt.Name),
-		b.rep.result(hypervisor, "pss", rowPSSQEMU, "MiB", false, rt.Name),
-		b.rep.result(hypervisor, "pss", rowPSSOne, "MiB", false, rt.Name),
+		b.rep.result(hypervisor, "pss", rowPSSShim, "MiB", false, b.vm.Name, b.vmCold.Name),
+		b.rep.result(hypervisor, "pss", rowPSSQEMU, "MiB", false, b.vm.Name, b.vmCold.Name),
+		b.rep.result(hypervisor, "pss", rowPSSOne, "MiB", false, b.vm.Name, b.vmCold.Name),
 	}
-	one[2].Note = "PSS from /proc/PID/smaps_rollup of each shim and its descendants (QEMU counted apart), sampled 5 times 1 s apart after 3 s of settling"
-	if err := start(0); err != nil {
-		one[2].fail(rt.Name, err)
+	one[2].Note = "PSS from /proc/PID/smaps_rollup of each shim and its descendants (QEMU counted apart), sampled 5 times 1 s apart after 3 s of settling; " +
+		"one container at a time; pages shared with other processes of the host (QEMU's libraries) count in part"
+	for _, rt := range []*runtime{b.vmCold, b.vm} {
+		if err := start(rt, 0); err != nil {
+			one[2].fail(rt.Name, err)
+			deleteAll()
+			continue
+		}
+		for _, s := range b.samplePSS(shims) {
+			one[0].add(rt.Name, mib(s.shim))
+			one[1].add(rt.Name, mib(s.qemu))
+			one[2].add(rt.Name, mib(s.shim+s.qemu))
+		}
+		if rt != b.vm {
+			deleteAll()
+		}
+	}
+	if len(shims) == 0 {
 		return
 	}
-	for _, s := range b.samplePSS(shims) {
-		one[0].add(rt.Name, mib(s.shim))
-		one[1].add(rt.Name, mib(s.qemu))
-		one[2].add(rt.Name, mib(s.shim+s.qemu))
-	}
-	n := b.c.VMMany
+	// The restored one is still running: n-1 more join it.
+	rt, n := b.vm, b.c.VMMany
 	total := b.rep.result(hypervisor, "pss", fmt.Sprintf(rowPSSManyFmt, n), "MiB", false, rt.Name)
 	per := b.rep.result(hypervisor, "pss", fmt.Sprintf(rowPSSPerFmt, n), "MiB", false, rt.Name)
 	for i := 1; i < n && b.ctx.Err() == nil; i++ {
-		if err := start(i); err != nil {
+		if err := start(rt, i); err != nil {
 			total.fail(rt.Name, err)
 			return
 		}

@@ -1,15 +1,20 @@
 # mk/bench.mk: `make bench`, runh against runc and crun (process isolation)
-# and against a bare QEMU boot (hypervisor isolation). Included by the top
-# Makefile. The harness is bench/ (Go); it runs every runtime inside one
-# private mount namespace without /sys/fs/cgroup/unified (crun refuses the
-# hybrid layout) and writes docs/benchmarks.md and docs/benchmarks.json.
+# and against a bare QEMU boot (hypervisor isolation, VMs restored from a
+# template and booted cold). Included by the top Makefile. The harness is
+# bench/ (Go); it runs every runtime inside one private mount namespace
+# without /sys/fs/cgroup/unified (crun refuses the hybrid layout) and writes
+# docs/benchmarks.md and docs/benchmarks.json.
 #
-#   make bench                         everything (about 5-10 minutes on 2 cores)
+#   make bench                         everything (about 15 minutes on 2 cores, TCG)
 #                                      runh, Debian's runc and crun, and runc-src
 #   make bench BENCH_FLAGS='-sections run,verbs -n 20'
 #   make bench BENCH_FLAGS='-md build/bench.md -json build/bench.json'
+#   make bench BENCH_FLAGS='-sections vm-run,vm-memory'   VMs restored and booted, the floor, host PSS
 #   make bench BENCH_FLAGS='-sections net'   host → container network, both modes
 #                                      (builds and removes its own bridge, netns, veths, iptables chains)
+#   make bench BENCH_FLAGS='-sections userland'   Python, a tree walk, reads, writes and a CPU job on
+#                                      Debian minbase (scripts/mkdebian.sh: debootstrap once, then cached),
+#                                      runh in both modes beside runc
 #   build/bench -h                     all flags
 #
 # Measure on a quiet machine: the report quotes the load average it saw.
@@ -24,9 +29,10 @@ BENCH_GUEST ?= guest-kernel
 
 # Debian's runc and crun are what runh is compared with; scripts/deps.sh
 # installs only what is missing (busybox-static and QEMU among its own).
-# iptables publishes the net section's port.
+# iptables publishes the net section's port; debootstrap builds the
+# userland section's Debian rootfs.
 bench-deps:
-	@RUNH_EXTRA_PKGS="runc crun iptables $(RUNH_EXTRA_PKGS)" scripts/deps.sh
+	@RUNH_EXTRA_PKGS="runc crun iptables debootstrap $(RUNH_EXTRA_PKGS)" scripts/deps.sh
 
 bench-build:
 	@mkdir -p $(dir $(BENCH_BIN))
