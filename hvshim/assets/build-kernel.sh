@@ -20,17 +20,29 @@
 # atomically (temporary directory + rename); the three newest entries are kept.
 #
 # Needs: make gcc bc flex bison libelf-dev libssl-dev linux-source-6.1
-# (scripts/deps.sh installs them). About 8 minutes on 2 cores, once.
+# (scripts/deps.sh installs them). About 8 minutes on 2 cores, once. The
+# build reports its progress: elapsed time, files compiled out of about how
+# many, time left; on a terminal in one line rewritten every 2 s, otherwise a
+# line every ${RUNH_PROGRESS_INTERVAL:-30} s.
+#
+# build-kernel.sh --cached-only OUT: only installs the cached kernel, if there
+# is one for the current key (exit 0); exits 3 without building otherwise
+# (`make demo` then uses Debian's kernel instead of waiting for this build).
 set -eu
-out=${1:?usage: build-kernel.sh OUT}
+cached_only=""
+if [ "${1:-}" = --cached-only ]; then
+	cached_only=1
+	shift
+fi
+out=${1:?usage: build-kernel.sh [--cached-only] OUT}
 here=$(cd "$(dirname "$0")" && pwd)
 frag=${RUNH_KERNEL_CONFIG:-$here/kernel/guest.config}
 src=${RUNH_KERNEL_SOURCE:-/usr/src/linux-source-6.1.tar.xz}
 pkg=linux-source-6.1
 cache=${RUNH_CACHE_DIR:-/var/cache/runh}/kernel
 
-tmp="" entry="" new=""
-trap 'rm -rf ${tmp:+"$tmp"} ${entry:+"$entry"} ${new:+"$new"}' EXIT
+tmp="" entry="" new="" kpid=""
+trap '[ -z "$kpid" ] || kill "$kpid" 2>/dev/null; rm -rf ${tmp:+"$tmp"} ${entry:+"$entry"} ${new:+"$new"}' EXIT
 trap 'exit 130' INT TERM HUP
 
 die() {
@@ -39,7 +51,10 @@ die() {
 }
 
 [ -r "$frag" ] || die "no config fragment $frag"
-[ -r "$src" ] || die "$src missing: install $pkg (scripts/deps.sh does)"
+if [ ! -r "$src" ]; then
+	[ -z "$cached_only" ] || exit 3
+	die "$src missing: install $pkg (scripts/deps.sh does)"
+fi
 pkgver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null) || pkgver=unknown
 ccver=$(gcc --version 2>/dev/null | head -n1) || ccver=unknown
 key=$({
@@ -70,16 +85,55 @@ install_to() {
 	echo "build-kernel: $(cat "$dst/version") in $dst (cached as $cache/$key)"
 }
 
-if [ -s "$cache/$key/vmlinux" ]; then
+if [ -s "$cache/$key/vmlinux" ] || { [ "$(cat "$out/cachekey" 2>/dev/null)" = "$key" ] && [ -s "$out/vmlinux" ]; }; then
 	install_to "$out"
 	exit 0
 fi
+[ -z "$cached_only" ] || exit 3
+
+# mmss SECONDS: "4m05s".
+mmss() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+# progress PID LOG TOTAL: while PID runs, reports the time since $start and,
+# if TOTAL > 0, how many of the about TOTAL steps kbuild has logged to LOG
+# (its quiet "  CC      kernel/fork.o" lines) and the time left at that pace.
+progress() {
+	every=${RUNH_PROGRESS_INTERVAL:-30} t0=$(date +%s) line=""
+	last=$t0
+	while kill -0 "$1" 2>/dev/null; do
+		sleep 2
+		now=$(date +%s)
+		line="build-kernel: $(mmss $((now - start)))"
+		if [ "$3" -gt 0 ]; then
+			n=$(grep -c '^  [A-Z]' "$2" 2>/dev/null) || n=0
+			pct=$((n * 100 / $3))
+			[ "$pct" -le 99 ] || pct=99
+			line="$line, $n of about $3 steps ($pct%)"
+			if [ "$pct" -ge 5 ] && [ "$n" -lt "$3" ]; then
+				line="$line, about $(mmss $(((now - t0) * ($3 - n) / n))) left"
+			fi
+		fi
+		if [ -t 1 ]; then
+			printf '\r%s   ' "$line"
+		elif [ $((now - last)) -ge "$every" ]; then
+			echo "$line"
+			last=$now
+		fi
+	done
+	if [ -t 1 ] && [ -n "$line" ]; then echo; fi
+}
 
 mkdir -p "$cache"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/runh-kernel.XXXXXX")
 start=$(date +%s)
+echo "build-kernel: runh's guest kernel is not built or cached yet: building it (about 8 minutes on 2 cores, once; then cached in $cache)"
 echo "build-kernel: extracting $src ($pkg $pkgver)"
-tar -xJf "$src" -C "$tmp"
+tar -xJf "$src" -C "$tmp" &
+kpid=$!
+progress "$kpid" /dev/null 0
+wait "$kpid" || die "extracting $src failed"
+kpid=""
+echo "build-kernel: extracted in $(mmss $(($(date +%s) - start)))"
 ksrc=$(find "$tmp" -mindepth 1 -maxdepth 1 -type d | head -n1)
 [ -n "$ksrc" ] || die "nothing extracted from $src"
 
@@ -88,16 +142,30 @@ export KBUILD_BUILD_USER=runh KBUILD_BUILD_HOST=runh \
 	KBUILD_BUILD_TIMESTAMP="$pkg $pkgver"
 kmake() { make -C "$ksrc" ARCH=x86_64 "$@"; }
 
-kmake -s tinyconfig >/dev/null
 # Merge: drop the fragment's symbols from the base, append the fragment (as
 # scripts/kconfig/merge_config.sh -m does), let Kconfig resolve the rest.
+# Kconfig's own messages (the fragment overriding tinyconfig's choices) go
+# to a log, shown if it fails.
 syms=$(sed -n 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' "$frag")
 [ -n "$syms" ] || die "$frag sets nothing"
-for s in $syms; do
-	sed -i -e "/^$s=/d" -e "/^# $s is not set\$/d" "$ksrc/.config"
-done
-grep '^CONFIG_' "$frag" >>"$ksrc/.config"
-kmake -s olddefconfig >/dev/null
+echo "build-kernel: configuring: tinyconfig + $frag"
+(
+	set -e
+	kmake -s tinyconfig
+	for s in $syms; do
+		sed -i -e "/^$s=/d" -e "/^# $s is not set\$/d" "$ksrc/.config"
+	done
+	grep '^CONFIG_' "$frag" >>"$ksrc/.config"
+	kmake -s olddefconfig
+) >"$tmp/config.log" 2>&1 &
+kpid=$!
+progress "$kpid" /dev/null 0
+wait "$kpid" || {
+	kpid=""
+	cat "$tmp/config.log" >&2
+	die "configuration failed"
+}
+kpid=""
 
 # Every option set as asked, or the build stops naming the ones that were not.
 bad=""
@@ -114,11 +182,20 @@ for line in $(grep '^CONFIG_' "$frag" | tr -d ' '); do
 done
 [ -z "$bad" ] || die "$(printf "options not set as $frag asks (missing dependency?):$bad")"
 
-echo "build-kernel: building vmlinux with $(nproc) jobs"
-kmake -s -j"$(nproc)" vmlinux >"$tmp/build.log" 2>&1 || {
+# The number of steps of the last build (any key) is the best estimate of
+# this one's; the fallback is this fragment's count on linux-source 6.1.
+steps=$(cat "$(ls -1t "$cache"/*/steps 2>/dev/null | head -n1)" 2>/dev/null) || steps=""
+case $steps in '' | *[!0-9]*) steps=1930 ;; esac
+echo "build-kernel: configured; building vmlinux with $(nproc) jobs ($(mmss $(($(date +%s) - start))) so far)"
+kmake -j"$(nproc)" vmlinux >"$tmp/build.log" 2>&1 &
+kpid=$!
+progress "$kpid" "$tmp/build.log" "$steps"
+wait "$kpid" || {
+	kpid=""
 	tail -n 40 "$tmp/build.log" >&2
-	die "kernel build failed"
+	die "kernel build failed after $(mmss $(($(date +%s) - start)))"
 }
+kpid=""
 # QEMU boots an ELF vmlinux through its PVH entry point (Xen ELF note 0x12).
 readelf -n "$ksrc/vmlinux" | grep -q '0x00000012' || die "vmlinux has no PVH note (CONFIG_PVH?)"
 
@@ -128,11 +205,12 @@ cp "$ksrc/.config" "$entry/config"
 kmake -s kernelrelease >"$entry/version"
 echo runh >"$entry/flavor"
 echo "$key" >"$entry/cachekey"
+grep -c '^  [A-Z]' "$tmp/build.log" >"$entry/steps" || true
 chmod 0755 "$entry"
 if mv -T "$entry" "$cache/$key" 2>/dev/null; then
 	entry=""
 fi # else another build won the race: use its entry, ours is removed on exit
-echo "build-kernel: built $(cat "$cache/$key/version") in $(($(date +%s) - start)) s, $(du -k "$cache/$key/vmlinux" | cut -f1) KiB"
+echo "build-kernel: built $(cat "$cache/$key/version") in $(mmss $(($(date +%s) - start))), $(du -k "$cache/$key/vmlinux" | cut -f1) KiB"
 # Keep the three newest builds (other checkouts may use older keys).
 ls -1td "$cache"/*/ 2>/dev/null | tail -n +4 | while read -r d; do rm -rf "$d"; done
 install_to "$out"
