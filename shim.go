@@ -11,8 +11,9 @@ import (
 )
 
 // shimCommand is the hidden `runh shim DIR`, the host process of one
-// VM-isolated container, and `runh shim exec DIR`, the stand-in for one
-// process exec'd in it. Both are started by the hypervisor backend
+// VM-isolated container (or pod), `runh shim exec DIR [ID]`, the stand-in
+// for one process exec'd in it, and `runh shim member DIR`, the stand-in
+// for a pod's container that runs in its sandbox's VM. Both are started by the hypervisor backend
 // (libruntime/vm), never by hand.
 var shimCommand = &cli.Command{
 	Name:            "shim",
@@ -26,7 +27,11 @@ var shimCommand = &cli.Command{
 		case len(args) == 1:
 			os.Exit(shim.Main(args[0]))
 		case len(args) == 2 && args[0] == "exec":
-			os.Exit(shim.ExecMain(args[1]))
+			os.Exit(shim.ExecMain(args[1], ""))
+		case len(args) == 3 && args[0] == "exec":
+			os.Exit(shim.ExecMain(args[1], args[2]))
+		case len(args) == 2 && args[0] == shim.MemberArg:
+			os.Exit(shim.MemberMain(args[1]))
 		}
 		return errors.New("runh shim is started by runh itself")
 	},

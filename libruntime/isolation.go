@@ -61,6 +61,11 @@ type VMConfig struct {
 type Isolation struct {
 	Mode Mode
 	VM   VMConfig
+	// Pod is the container's place in a Kubernetes pod.
+	Pod Pod
+	// SandboxDir is the state directory of a PodMember's sandbox when
+	// the container joins it (hypervisor isolation: its VM).
+	SandboxDir string
 }
 
 // ParseIsolation picks the isolation mode and VM sizing from a bundle's
@@ -108,20 +113,12 @@ func ParseIsolation(annotations map[string]string, def Mode) (Isolation, error) 
 			return iso, fmt.Errorf("annotation %s: %w", k, err)
 		}
 	}
-	if iso.Mode == HypervisorIsolation {
-		for _, k := range podAnnotations {
-			if _, ok := annotations[k]; ok {
-				return iso, fmt.Errorf("annotation %s: Kubernetes pods are not supported with hypervisor isolation yet "+
-					"(runh runs one VM per container, which cannot share the pod's namespaces)", k)
-			}
-		}
+	var err error
+	if iso.Pod, err = ParsePod(annotations); err != nil {
+		return iso, err
 	}
 	return iso, nil
 }
-
-// podAnnotations mark a container as part of a Kubernetes pod (containerd's
-// CRI plugin and CRI-O set them on the sandbox and on every container).
-var podAnnotations = []string{"io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"}
 
 func parseBounded(v string, min, max int, unit string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(v))

@@ -71,11 +71,10 @@ func TestParseIsolation(t *testing.T) {
 		t.Fatalf("explicit process: %+v %v", iso, err)
 	}
 	pod := map[string]string{"io.kubernetes.cri.container-type": "sandbox"}
-	if _, err := ParseIsolation(pod, HypervisorIsolation); err == nil || !strings.Contains(err.Error(), "pods are not supported") {
-		t.Errorf("pod with hypervisor isolation: %v", err)
-	}
-	if _, err := ParseIsolation(pod, ProcessIsolation); err != nil {
-		t.Errorf("pod with process isolation: %v", err)
+	for _, m := range []Mode{HypervisorIsolation, ProcessIsolation} {
+		if iso, err := ParseIsolation(pod, m); err != nil || iso.Mode != m || iso.Pod.Role != PodSandbox {
+			t.Errorf("pod sandbox with %s isolation: %+v %v", m, iso, err)
+		}
 	}
 	bad := []map[string]string{
 		{AnnotationIsolation: "vm"},

@@ -50,6 +50,11 @@ func (r *Runtime) create(id string, b *Bundle, pidFile string, o *CreateOpts) (p
 	if err != nil {
 		return nil, err
 	}
+	release, err := r.joinPod(&iso, b.Spec.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	be, err := r.backend(iso.Mode)
 	if err != nil {
 		return nil, err

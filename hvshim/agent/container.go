@@ -296,7 +296,7 @@ func create(s *server, b json.RawMessage) (any, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
 		return nil, err
 	}
-	sio, err := s.openStdio(proto.InitKey, r.Stdio)
+	sio, err := s.openStdio(proto.InitKey(r.ID), r.Stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +304,7 @@ func create(s *server, b json.RawMessage) (any, error) {
 	if sio.console != nil {
 		o.ConsoleSocket = sio.console
 	}
-	return launch(r.ID, proto.InitKey, sio, func() (libruntime.Process, error) {
+	return launch(r.ID, proto.InitKey(r.ID), sio, func() (libruntime.Process, error) {
 		p, err := rt.Create(r.ID, dir, "", o)
 		if err == nil && adopt {
 			if err = adoptNetwork(p.Pid()); err != nil {
@@ -331,7 +331,7 @@ func launch(id, key string, sio *stdio, start func() (libruntime.Process, error)
 		return nil, err
 	}
 	proc := &process{id: id, p: p, done: make(chan struct{})}
-	if key == proto.InitKey {
+	if proto.IsInitKey(key) {
 		// Prepared now, so that reading the count at init's exit does
 		// not hold up the exit's report.
 		proc.oom, _ = rt.OOMWaiter(id)
@@ -348,7 +348,7 @@ func execProcess(s *server, b json.RawMessage) (any, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, err
 	}
-	if r.Key == "" || r.Key == proto.InitKey || r.Process == nil {
+	if r.Key == "" || proto.IsInitKey(r.Key) || r.Process == nil {
 		return nil, errors.New("exec: bad request")
 	}
 	if _, err := lookup(r.Key); err == nil {
@@ -378,7 +378,7 @@ func wait(_ *server, b json.RawMessage) (any, error) {
 	}
 	<-p.done
 	reply := proto.WaitReply{Status: p.status}
-	if r.Key != proto.InitKey {
+	if !proto.IsInitKey(r.Key) {
 		procMu.Lock()
 		delete(procs, r.Key)
 		procMu.Unlock()
@@ -403,7 +403,7 @@ func waitOOM(_ *server, b json.RawMessage) (any, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, err
 	}
-	p, err := lookup(proto.InitKey)
+	p, err := lookup(proto.InitKey(r.ID))
 	if err != nil {
 		return nil, err
 	}

@@ -40,9 +40,11 @@ func run(c *Config, fds int) error {
 	if err != nil {
 		return err
 	}
-	// Nothing done here may propagate to the shim's namespace.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
+	// Nothing done here may propagate to the shim's namespace; what the
+	// shim mounts in a share later (a pod's next container) reaches the
+	// jail's copy, a slave of the shim's shared share directory.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make / a slave: %w", err)
 	}
 	items, err := plan(c)
 	if err != nil {

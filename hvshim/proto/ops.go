@@ -1,6 +1,8 @@
 package proto
 
 import (
+	"strings"
+
 	"github.com/opencontainers/runc/types"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -65,13 +67,25 @@ type PidReply struct {
 	Pid int `json:"pid"`
 }
 
-// ProcessRequest names a process by key (the container's init is InitKey).
+// ProcessRequest names a process by key (a container's init is
+// InitKey(id)).
 type ProcessRequest struct {
 	Key string `json:"key"`
 }
 
-// InitKey is the process key of the container's init.
-const InitKey = "init"
+// initPrefix starts the process key of a container's init.
+const initPrefix = "init/"
+
+// InitKey is the process key of the init of container id: one VM may
+// hold the containers of a pod, each with its init.
+func InitKey(id string) string { return initPrefix + id }
+
+// IsInitKey reports whether key names a container's init.
+func IsInitKey(key string) bool { return strings.HasPrefix(key, initPrefix) }
+
+// OpDelete removes a stopped (or, killed first, running) container from
+// a pod's VM: its guest state, cgroups and bundle (an IDRequest).
+const OpDelete = "delete"
 
 // WaitReply is a process's exit status (128+n for signal n). For the
 // container's init it also counts the container's processes the kernel

@@ -143,7 +143,10 @@ func (c *Config) Args() ([]string, []*os.File) {
 	}
 	for i, s := range c.Shares {
 		id := "fs" + strconv.Itoa(i)
-		fsdev := "local,id=" + id + ",path=" + escape(s.Path) + ",security_model=passthrough"
+		// multidevs=remap: files of different host file systems under
+		// one share (a pod's containers' rootfs) never share an inode
+		// number in the guest, whose cache would mix them up.
+		fsdev := "local,id=" + id + ",path=" + escape(s.Path) + ",security_model=passthrough,multidevs=remap"
 		if s.ReadOnly {
 			fsdev += ",readonly=on"
 		}

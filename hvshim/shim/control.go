@@ -28,9 +28,14 @@ const (
 // ExecRequest is sent by `runh shim exec` with its stdio (or its console
 // socket) attached as SCM_RIGHTS.
 type ExecRequest struct {
+	ID       string          `json:"id,omitempty"` // a pod's container; the shim's own if empty
 	Process  json.RawMessage `json:"process"`
 	Terminal bool            `json:"terminal"`
 }
+
+// maxFds bounds the descriptors one request brings (a pod container's
+// stdio, rootfs and bind-mount sources).
+const maxFds = 64
 
 // StateReply answers OpState.
 type StateReply struct {
@@ -61,7 +66,7 @@ func (s *shim) handle(c *net.UnixConn) {
 	// The exec request carries file descriptors, received with the first byte.
 	var files []*os.File
 	buf := make([]byte, 1)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*maxFds))
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
@@ -85,14 +90,25 @@ func (s *shim) handle(c *net.UnixConn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	if req.Op == OpExec {
+	switch req.Op {
+	case OpExec:
 		s.exec(c, req.Body, files)
+		return
+	case OpJoin:
+		s.join(c, req.Body, files)
 		return
 	}
 	proto.WriteFrame(c, s.call(req))
 }
 
 func (s *shim) call(req proto.Request) (resp proto.Response) {
+	var target struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal(req.Body, &target)
+	if target.ID != "" && target.ID != s.cfg.ID {
+		return s.memberCall(target.ID, req)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out any
@@ -111,6 +127,7 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 			err = s.agent.Call(ctx, proto.OpState, proto.IDRequest{ID: s.cfg.ID}, &st)
 			out = StateReply{Status: st.Status}
 		case OpShutdown:
+			s.stopping.Store(true)
 			s.setExit(137)
 		case proto.OpStart:
 			if err = s.lateNetwork(ctx); err != nil {
@@ -192,6 +209,14 @@ func (s *shim) exec(c *net.UnixConn, body json.RawMessage, files []*os.File) {
 		fail(err)
 		return
 	}
+	id := s.cfg.ID
+	if r.ID != "" && r.ID != id {
+		if m := s.member(r.ID); m == nil || m.hasExited() {
+			fail(fmt.Errorf("container %q is not running in this VM", r.ID))
+			return
+		}
+		id = r.ID
+	}
 	s.mu.Lock()
 	s.nexec++
 	key := "exec-" + strconv.Itoa(s.nexec)
@@ -221,7 +246,7 @@ func (s *shim) exec(c *net.UnixConn, body json.RawMessage, files []*os.File) {
 		Key     string          `json:"key"`
 		Process json.RawMessage `json:"process"`
 		Stdio   proto.Stdio     `json:"stdio"`
-	}{s.cfg.ID, key, r.Process, st}
+	}{id, key, r.Process, st}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var pid proto.PidReply
@@ -241,7 +266,7 @@ func (s *shim) exec(c *net.UnixConn, body json.RawMessage, files []*os.File) {
 				return
 			}
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-			s.agent.Call(sctx, proto.OpKill, proto.KillRequest{ID: s.cfg.ID, Key: key, Signal: sig.Signal}, nil)
+			s.agent.Call(sctx, proto.OpKill, proto.KillRequest{ID: id, Key: key, Signal: sig.Signal}, nil)
 			scancel()
 		}
 	}()
@@ -252,4 +277,74 @@ func (s *shim) exec(c *net.UnixConn, body json.RawMessage, files []*os.File) {
 	waitRelays(&relays)
 	b, _ = json.Marshal(w)
 	proto.WriteFrame(c, proto.Response{Body: b})
+}
+
+// memberCall answers a request about a pod's other container: the guest
+// does the work, the host cgroup (the pod's, the VM's) stays as it is.
+func (s *shim) memberCall(id string, req proto.Request) (resp proto.Response) {
+	m := s.member(id)
+	if m == nil && req.Op == OpRemove {
+		return resp // removed already, or never made
+	}
+	if m == nil {
+		resp.Error = fmt.Sprintf("container %q is not in this pod's VM", id)
+		return resp
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out any
+	var err error
+	switch {
+	case req.Op == OpRemove:
+		err = s.removeMember(id)
+	case req.Op == OpState && m.hasExited():
+		out = StateReply{Status: "stopped"}
+	case m.hasExited():
+		err = errors.New(StoppedMsg)
+	default:
+		switch req.Op {
+		case OpState:
+			var st proto.StateReply
+			err = s.agent.Call(ctx, proto.OpState, proto.IDRequest{ID: id}, &st)
+			out = StateReply{Status: st.Status}
+		case proto.OpStart, proto.OpKill, proto.OpPause, proto.OpResume, proto.OpUpdate:
+			err = s.agent.Call(ctx, req.Op, req.Body, nil)
+		case proto.OpPs:
+			var r proto.PsReply
+			err = s.agent.Call(ctx, req.Op, req.Body, &r)
+			out = r
+		case proto.OpPsInfo:
+			var r proto.PsInfoReply
+			err = s.agent.Call(ctx, req.Op, req.Body, &r)
+			out = r
+		case proto.OpOOM:
+			var r proto.OOMReply
+			err = s.agent.Call(ctx, req.Op, req.Body, &r)
+			out = r
+		case proto.OpStats:
+			var r proto.StatsReply
+			err = s.agent.Call(ctx, req.Op, req.Body, &r)
+			out = r
+		default:
+			err = fmt.Errorf("unknown operation %q", req.Op)
+		}
+		if err != nil && !client.IsAgentError(err) {
+			select {
+			case <-m.exited:
+				err = errors.New(StoppedMsg)
+				if req.Op == OpState {
+					err, out = nil, StateReply{Status: "stopped"}
+				}
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+	if err != nil {
+		resp.Error = err.Error()
+		return resp
+	}
+	if out != nil {
+		resp.Body, _ = json.Marshal(out)
+	}
+	return resp
 }

@@ -95,11 +95,11 @@ func readResponse(c io.Reader, op string, resp any) error {
 // ProcFd is where `runh shim exec` reads the process to run.
 const ProcFd = 5
 
-// ExecMain is `runh shim exec DIR`: it runs one process in the container
-// of the shim in DIR with its own stdio (or console socket, fd ConsoleFd),
+// ExecMain is `runh shim exec DIR [ID]`: it runs one process in the
+// container of the shim in DIR (or its pod's container ID) with its own stdio (or console socket, fd ConsoleFd),
 // reports the start on fd SyncFd, forwards the signals it gets, and exits
 // with the process's status. It is the PID exec's --pid-file names.
-func ExecMain(dir string) int {
+func ExecMain(dir, id string) int {
 	sync := os.NewFile(SyncFd, "sync")
 	report := func(r Ready) {
 		json.NewEncoder(sync).Encode(r)
@@ -126,7 +126,7 @@ func ExecMain(dir string) int {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(90 * time.Second))
 	var pid proto.PidReply
-	if err := call(c, OpExec, ExecRequest{Process: proc, Terminal: p.Terminal}, &pid, files); err != nil {
+	if err := call(c, OpExec, ExecRequest{ID: id, Process: proc, Terminal: p.Terminal}, &pid, files); err != nil {
 		report(Ready{Error: err.Error()})
 		return 1
 	}

@@ -18,7 +18,10 @@ import (
 // there are none), each bind-mounted in, and rewrites the spec's paths to
 // where the guest sees them. The shim runs in its own mount namespace, so
 // these mounts vanish with it, whatever way it dies.
-func prepareShare(share, vols string, spec *specs.Spec, rootfs string) (string, error) {
+//
+// A pod's sandbox always has both, shared mounts to which its other
+// containers' files are added while the VM runs (pod.go).
+func prepareShare(share, vols string, spec *specs.Spec, rootfs string, pod bool) (string, error) {
 	if err := privateDir(share); err != nil {
 		return "", err
 	}
@@ -27,6 +30,12 @@ func prepareShare(share, vols string, spec *specs.Spec, rootfs string) (string, 
 	}
 	spec.Root.Path = agent.ShareDir + "/rootfs"
 	used := false
+	if pod {
+		if err := privateDir(vols); err != nil {
+			return "", err
+		}
+		used = true
+	}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
 		if !isBind(m) {
@@ -67,8 +76,8 @@ func volumeName(src string) string {
 	return "root"
 }
 
-// privateDir makes dir a private mount of its own, so that nothing
-// propagates to or from it. It is searchable by all: in the guest it is
+// privateDir makes dir a mount of its own, cut from the host's mounts:
+// nothing propagates from it to the host or from the host to it. It is searchable by all: in the guest it is
 // the root of a 9p mount, which a container's user namespace (--uidmap)
 // must traverse to reach its rootfs or volumes, as on the host.
 func privateDir(dir string) error {
@@ -82,6 +91,11 @@ func privateDir(dir string) error {
 		return fmt.Errorf("share: %w", err)
 	}
 	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("share: %w", err)
+	}
+	// Then shared, in a peer group of its own: QEMU's jail holds a slave
+	// of it, which sees the mounts a pod's containers add later.
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
 		return fmt.Errorf("share: %w", err)
 	}
 	return nil

@@ -57,6 +57,13 @@ type Config struct {
 	VM         libruntime.VMConfig `json:"vm"`
 	HasConsole bool                `json:"hasConsole,omitempty"`
 	Debug      bool                `json:"debug,omitempty"`
+	// Pod marks a pod's sandbox: its VM takes the pod's other containers.
+	Pod bool `json:"pod,omitempty"`
+	// PodMemoryMiB is the pod's memory limit the engine gave, if any.
+	PodMemoryMiB int `json:"podMemoryMiB,omitempty"`
+	// Sandbox is, for a pod's other container, the state directory of
+	// the sandbox whose shim runs it.
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 // Ready is the shim's report to create.
@@ -93,6 +100,10 @@ type shim struct {
 	pid         int               // the shim's PID on the host
 	bundle      string
 	annotations map[string]string
+
+	initPid  int                // the container's init in the guest
+	members  map[string]*member // a pod's other containers (pod.go)
+	stopping atomic.Bool        // the shim was told to stop the VM
 }
 
 // Main runs the shim for the container in dir and returns its exit code.
@@ -154,7 +165,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 	if err := os.MkdirAll(vmDir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	mem, cpus := vmSize(s.cfg.VM, spec)
+	mem, cpus := vmSize(s.cfg, spec)
 	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem); err != nil {
 		return nil, nil, err
 	}
@@ -181,7 +192,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	share := filepath.Join(s.dir, ShareName)
-	vols, err := prepareShare(share, filepath.Join(s.dir, VolumesName), spec, rootfs)
+	vols, err := prepareShare(share, filepath.Join(s.dir, VolumesName), spec, rootfs, s.cfg.Pod)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -208,7 +219,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 	if s.cfg.HasConsole {
 		console = os.NewFile(ConsoleFd, "console-socket")
 	}
-	st, err := s.openStdio(proto.InitKey, spec.Process.Terminal, console, os.Stdin, os.Stdout, os.Stderr, true, &s.relays)
+	st, err := s.openStdio(proto.InitKey(s.cfg.ID), spec.Process.Terminal, console, os.Stdin, os.Stdout, os.Stderr, true, &s.relays)
 	if err != nil {
 		ln.Close()
 		return nil, nil, err
@@ -218,6 +229,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		ln.Close()
 		return nil, nil, err
 	}
+	s.initPid = pid.Pid
 	if err := limitHostCPU(s.dir, spec); err != nil {
 		ln.Close()
 		return nil, nil, err
@@ -230,7 +242,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 	}()
 	go func() {
 		var w proto.WaitReply
-		if err := s.agent.Call(client.NoTimeout(context.Background()), proto.OpWait, proto.ProcessRequest{Key: proto.InitKey}, &w); err != nil {
+		if err := s.agent.Call(client.NoTimeout(context.Background()), proto.OpWait, proto.ProcessRequest{Key: proto.InitKey(s.cfg.ID)}, &w); err != nil {
 			w.Status = 255
 		}
 		s.oomKills.Store(w.OOMKills)
@@ -292,6 +304,7 @@ func (s *shim) wait() int {
 		cancel()
 	}
 	s.vm.Close()
+	s.waitMembers()
 	if err := s.net.Detach(); err != nil {
 		s.logf("network: %v", err)
 	}
@@ -341,12 +354,20 @@ func (s *shim) setupNetwork(ctx context.Context, spec *specs.Spec) error {
 }
 
 // vmSize picks the VM's memory and vCPUs: annotations first, then the
-// spec's limits plus room for the guest kernel and agent, then defaults.
-func vmSize(c libruntime.VMConfig, spec *specs.Spec) (mem, cpus int) {
+// spec's limits (a pod's: the engine's figure for the whole pod) plus room
+// for the guest kernel and agent, then defaults.
+func vmSize(cfg Config, spec *specs.Spec) (mem, cpus int) {
+	c := cfg.VM
 	mem, cpus = c.MemoryMiB, c.CPUs
 	var r *specs.LinuxResources
 	if spec.Linux != nil {
 		r = spec.Linux.Resources
+	}
+	if cfg.Pod {
+		r = nil // the pause container's limits are not the pod's
+		if mem == 0 {
+			mem = max(podDefaultMiB, cfg.PodMemoryMiB+128)
+		}
 	}
 	if mem == 0 && r != nil && r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
 		// The guest's OOM killer, not the host's, must act on a
@@ -387,7 +408,7 @@ func (s *shim) forwardSignals() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		s.agent.Call(ctx, proto.OpKill, proto.KillRequest{ID: s.cfg.ID, Key: proto.InitKey, Signal: int(sig.(unix.Signal))}, nil)
+		s.agent.Call(ctx, proto.OpKill, proto.KillRequest{ID: s.cfg.ID, Key: proto.InitKey(s.cfg.ID), Signal: int(sig.(unix.Signal))}, nil)
 		cancel()
 	}
 }

@@ -3,11 +3,14 @@ package engines
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -56,82 +59,314 @@ func writeJSON(t *testing.T, path string, v any) string {
 	return path
 }
 
+// criNet is the CNI network of the CRI's pods: a bridge on a test subnet
+// with portmap for hostPorts, written into the CRI plugin's private
+// conf_dir (containerd watches it), the bridge removed at exit.
+var criNet = sync.OnceValues(func() (subnet, error) {
+	if err := netHostSetup(); err != nil {
+		return subnet{}, err
+	}
+	if err := criSetup(); err != nil {
+		return subnet{}, err
+	}
+	n := 100 + (netBase+int(netSeq.Add(1)))%155
+	s := subnet{n: n, v4: fmt.Sprintf("10.89.%d.0/24", n), v6: fmt.Sprintf("fd89:89:%d::/64", n), bridge: fmt.Sprintf("rhnt%d", n)}
+	if s.inUse() {
+		return s, fmt.Errorf("test subnet %s in use", s.v4)
+	}
+	conf := map[string]any{
+		"cniVersion": "0.4.0",
+		"name":       s.bridge,
+		"plugins": []any{
+			map[string]any{
+				"type": "bridge", "bridge": s.bridge, "isGateway": true, "ipMasq": false,
+				"ipam": map[string]any{
+					"type": "host-local", "dataDir": filepath.Join(ctrdDir, "ipam"),
+					"ranges": [][]map[string]string{{{"subnet": s.v4}}},
+					"routes": []map[string]string{{"dst": "0.0.0.0/0"}},
+				},
+			},
+			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
+		},
+	}
+	b, _ := json.Marshal(conf)
+	if err := os.WriteFile(filepath.Join(ctrdDir, "cni", "10-"+s.bridge+".conflist"), b, 0o644); err != nil {
+		return s, err
+	}
+	atExit(func() {
+		if fileExists("/sys/class/net/" + s.bridge) {
+			runCmd(runOpts{timeout: 30 * time.Second}, "ip", "link", "del", s.bridge)
+		}
+	})
+	return s, nil
+})
+
+func criNetSetup() error { _, err := criNet(); return err }
+
+// criT drives one scenario's pods through crictl.
+type criT struct {
+	t    *testing.T
+	mode string
+	dir  string
+}
+
+func (c *criT) crictl(args ...string) result {
+	return runCmd(runOpts{timeout: cmdTimeout(c.mode)}, crictlArgs(args...)...)
+}
+
+func (c *criT) ok(args ...string) string {
+	c.t.Helper()
+	r := c.crictl(args...)
+	if r.code != 0 {
+		c.t.Fatalf("crictl %s: %s\ncontainerd log:\n%s", strings.Join(args, " "), r,
+			grepLines(readFile(filepath.Join(ctrdDir, "containerd.log")), "level=error", 5))
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// handler is the RuntimeClass handler of the mode (docs/engines.md).
+func (c *criT) handler() string {
+	if c.mode == modeHypervisor {
+		return "runh-vm"
+	}
+	return "runh"
+}
+
+// pod starts a pod on the CRI network; sharedPID shares its process
+// namespace; hostPort, if not 0, publishes the containers' port 8080.
+func (c *criT) pod(name string, sharedPID bool, hostPort int) (id, config string) {
+	c.t.Helper()
+	pid := 1 // CONTAINER
+	if sharedPID {
+		pid = 0 // POD
+	}
+	cfg := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "runh-engines", "uid": name + "-" + c.mode, "attempt": 0},
+		"log_directory": c.dir,
+		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": pid}}},
+	}
+	if hostPort != 0 {
+		cfg["port_mappings"] = []map[string]any{{"protocol": 0, "container_port": 8080, "host_port": hostPort}}
+	}
+	config = writeJSON(c.t, filepath.Join(c.dir, name+".json"), cfg)
+	id = c.ok("runp", "--runtime", c.handler(), config)
+	c.t.Cleanup(func() { c.crictl("stopp", id); c.crictl("rmp", id) })
+	return id, config
+}
+
+// container creates and starts a container of pod running script; memory,
+// if not 0, is its limit in bytes.
+func (c *criT) container(pod, podConfig, name, script string, memory int64) string {
+	c.t.Helper()
+	linux := map[string]any{}
+	if memory != 0 {
+		linux["resources"] = map[string]any{"memory_limit_in_bytes": memory}
+	}
+	cfg := writeJSON(c.t, filepath.Join(c.dir, "container-"+name+".json"), map[string]any{
+		"metadata": map[string]any{"name": name},
+		"image":    map[string]any{"image": imageName},
+		"command":  []string{"/bin/sh", "-c", script},
+		"log_path": name + ".log",
+		"linux":    linux,
+	})
+	id := c.ok("create", "--no-pull", pod, cfg, podConfig)
+	c.ok("start", id)
+	return id
+}
+
+func (c *criT) state(id string) string {
+	return c.ok("inspect", "-o", "go-template", "--template", "{{.status.state}}", id)
+}
+
+// exitCode waits for the container to exit and returns its exit code.
+func (c *criT) exitCode(id string) string {
+	c.t.Helper()
+	if !waitFor(cmdTimeout(c.mode), func() bool { return c.state(id) == "CONTAINER_EXITED" }) {
+		c.t.Fatalf("container %s: state %s, want CONTAINER_EXITED", id, c.state(id))
+	}
+	return c.ok("inspect", "-o", "go-template", "--template", "{{.status.exitCode}} {{.status.reason}}", id)
+}
+
+// runtimeLeftovers lists what the runtime left on the host of the pod's
+// sandbox and containers (ids): state directories, processes (a shim,
+// QEMU or member process names its state directory), mounts and cgroups.
+func runtimeLeftovers(ids ...string) []string {
+	root := filepath.Join("/run/containerd/runc", "k8s.io")
+	var left []string
+	for _, id := range ids {
+		dir := filepath.Join(root, id)
+		if fileExists(dir) {
+			left = append(left, "state directory "+dir)
+		}
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			cl := readFile("/proc/" + e.Name() + "/cmdline")
+			if e.Name() != "self" && strings.Contains(cl, dir) {
+				left = append(left, "process "+e.Name()+": "+strings.ReplaceAll(cl, "\x00", " "))
+			}
+		}
+		for _, l := range strings.Split(readFile("/proc/self/mountinfo"), "\n") {
+			if strings.Contains(l, id) && !strings.Contains(l, "/io.containerd.") {
+				left = append(left, "mount "+l)
+			}
+		}
+		for _, hier := range []string{"memory", "pids", "cpu,cpuacct", "unified"} {
+			out := runCmd(runOpts{}, "find", "/sys/fs/cgroup/"+hier, "-maxdepth", "4", "-type", "d", "-name", id).stdout
+			if s := strings.TrimSpace(out); s != "" {
+				left = append(left, "cgroup "+s)
+			}
+		}
+	}
+	return left
+}
+
+// TestCRI runs Kubernetes pods through containerd's CRI and crictl, with
+// the handler of each mode: runh-vm puts a whole pod in one VM.
 func TestCRI(t *testing.T) {
-	runScenarios(t, "crictl", criSetup, []scenario{
+	newCRI := func(t *testing.T, mode string) *criT { return &criT{t: t, mode: mode, dir: t.TempDir()} }
+	runScenarios(t, "crictl", criNetSetup, []scenario{
 		{name: "pod", fn: func(t *testing.T, mode string) {
-			dir := t.TempDir()
-			crictl := func(args ...string) result {
-				return runCmd(runOpts{timeout: cmdTimeout(mode)}, crictlArgs(args...)...)
-			}
-			ok := func(args ...string) string {
-				t.Helper()
-				r := crictl(args...)
-				if r.code != 0 {
-					t.Fatalf("crictl %s: %s\ncontainerd log:\n%s", strings.Join(args, " "), r,
-						grepLines(readFile(filepath.Join(ctrdDir, "containerd.log")), "level=error", 5))
+			c := newCRI(t, mode)
+			net, _ := criNet()
+			hostPort := freePort(t)
+			pod, podCfg := c.pod("web", false, hostPort)
+			web := c.container(pod, podCfg, "web", "echo hello-from-web; "+httpdScript, 0)
+			cli := c.container(pod, podCfg, "cli", "echo hello-from-cli; exec sleep 100000", 0)
+			// The second container reaches the first over the pod's loopback.
+			get := `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 127.0.0.1 8080`
+			eventually(t, cmdTimeout(mode), "cli -> localhost:8080", func() error {
+				r := c.crictl("exec", "-s", cli, "sh", "-c", get)
+				if !strings.Contains(r.stdout, "web-reply") {
+					return fmt.Errorf("%s", r)
 				}
-				return strings.TrimSpace(r.stdout)
+				return nil
+			})
+			// Both in the same kernel: the guest's with runh-vm.
+			host := strings.TrimSpace(runCmd(runOpts{}, "uname", "-r").stdout)
+			k1, k2 := c.ok("exec", "-s", web, "uname", "-r"), c.ok("exec", "-s", cli, "uname", "-r")
+			if k1 != k2 || (mode == modeHypervisor) == (k1 == host) {
+				t.Fatalf("kernels: web %q, cli %q, host %q (mode %s)", k1, k2, host, mode)
 			}
-			// Host networking: no CNI plugin is configured.
-			pod := func(name string, ann map[string]string) string {
-				return writeJSON(t, filepath.Join(dir, name+".json"), map[string]any{
-					"metadata":      map[string]any{"name": name, "namespace": "runh-engines", "uid": name + "-" + mode, "attempt": 0},
-					"log_directory": dir,
-					"annotations":   ann,
-					"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+			for id, want := range map[string]string{web: "hello-from-web", cli: "hello-from-cli"} {
+				if !waitFor(20*time.Second, func() bool { return strings.Contains(c.crictl("logs", id).stdout, want) }) {
+					t.Fatalf("logs of %s: %s", id, c.crictl("logs", id))
+				}
+			}
+			// The host reaches the pod by its IP and through the hostPort.
+			ip := c.ok("inspectp", "-o", "go-template", "--template", "{{.status.network.ip}}", pod)
+			if !net.contains(ip) {
+				t.Fatalf("pod IP %q not in %s", ip, net.v4)
+			}
+			for _, addr := range []string{ip + ":8080", fmt.Sprintf("%s:%d", net.gateway(), hostPort)} {
+				eventually(t, cmdTimeout(mode), "host -> "+addr, func() error {
+					body, err := httpGet("http://" + addr + "/")
+					if err == nil && strings.TrimSpace(body) != "web-reply" {
+						err = fmt.Errorf("got %q", body)
+					}
+					return err
 				})
 			}
-
-			if mode == modeHypervisor {
-				// One VM per container cannot give a pod its shared network
-				// namespace yet: runh must refuse, saying so.
-				for _, c := range []struct {
-					handler string
-					ann     map[string]string
-				}{
-					{"runh-vm", nil},
-					{"runh", map[string]string{"io.runh.isolation": "hypervisor"}},
-				} {
-					r := crictl("runp", "--runtime", c.handler, pod("vmpod-"+c.handler, c.ann))
-					if r.code == 0 {
-						id := strings.TrimSpace(r.stdout)
-						crictl("stopp", id)
-						crictl("rmp", id)
-						t.Fatalf("handler %s, annotations %v: pod started in hypervisor isolation; want a refusal", c.handler, c.ann)
-					}
-					msg := strings.ToLower(r.stderr)
-					if !strings.Contains(msg, "pod") || !strings.Contains(msg, "hypervisor") {
-						t.Fatalf("handler %s: refusal does not say pods are unsupported in hypervisor isolation: %s", c.handler, r)
-					}
+			// Removing one container leaves the other running.
+			c.ok("stop", "--timeout", "1", cli)
+			c.ok("rm", cli)
+			if st := c.state(web); st != "CONTAINER_RUNNING" {
+				t.Fatalf("web after cli was removed: %s", st)
+			}
+			c.ok("exec", "-s", web, "true")
+			c.ok("stopp", pod)
+			c.ok("rmp", pod)
+			if left := runtimeLeftovers(pod, web, cli); len(left) > 0 {
+				t.Fatalf("left after rmp:\n%s", strings.Join(left, "\n"))
+			}
+		}},
+		{name: "shared-pid", fn: func(t *testing.T, mode string) {
+			c := newCRI(t, mode)
+			pod, podCfg := c.pod("pidns", true, 0)
+			c.container(pod, podCfg, "a", "exec sleep 424242", 0)
+			b := c.container(pod, podCfg, "b", "exec sleep 100000", 0)
+			eventually(t, cmdTimeout(mode), "b sees a's process", func() error {
+				r := c.crictl("exec", "-s", b, "ps", "-o", "args")
+				if !strings.Contains(r.stdout, "sleep 424242") {
+					return fmt.Errorf("%s", r)
 				}
-				return
-			}
-
-			podID := ok("runp", "--runtime", "runh", pod("pod1", nil))
-			t.Cleanup(func() { crictl("stopp", podID); crictl("rmp", podID) })
-			ctrCfg := writeJSON(t, filepath.Join(dir, "c1.json"), map[string]any{
-				"metadata": map[string]any{"name": "c1"},
-				"image":    map[string]any{"image": imageName},
-				"command":  []string{"/bin/sh", "-c", "echo hello-from-cri; exec sleep 100000"},
-				"log_path": "c1.log",
-				"linux":    map[string]any{},
+				return nil
 			})
-			cid := ok("create", "--no-pull", podID, ctrCfg, filepath.Join(dir, "pod1.json"))
-			ok("start", cid)
-			expectOut(t, crictl("exec", "-s", cid, "sh", "-c", "echo in-exec; id -u"), 0, "in-exec\n0")
-			if !waitFor(20*time.Second, func() bool { return strings.Contains(crictl("logs", cid).stdout, "hello-from-cri") }) {
-				t.Fatalf("logs: %s", crictl("logs", cid))
+		}},
+		{name: "oom", fn: func(t *testing.T, mode string) {
+			c := newCRI(t, mode)
+			pod, podCfg := c.pod("oom", false, 0)
+			other := c.container(pod, podCfg, "other", "exec sleep 100000", 0)
+			hog := c.container(pod, podCfg, "hog", "sleep 1; exec dd if=/dev/zero of=/dev/null bs=256M count=1", 32<<20)
+			if got := c.exitCode(hog); !strings.HasPrefix(got, "137 ") {
+				t.Fatalf("hog at a 32 MiB limit: exit %q, want 137 (OOM kill)", got)
 			}
-			ok("stop", "--timeout", "1", cid)
-			if st := ok("inspect", "-o", "go-template", "--template", "{{.status.state}}", cid); st != "CONTAINER_EXITED" {
-				t.Fatalf("after stop: state %q", st)
+			if st := c.state(other); st != "CONTAINER_RUNNING" {
+				t.Fatalf("the other container after the OOM kill: %s", st)
 			}
-			ok("rm", cid)
-			ok("stopp", podID)
-			ok("rmp", podID)
-			if out := ok("pods", "-q", "--id", podID); out != "" {
-				t.Fatalf("pod still listed after rmp: %q", out)
+			c.ok("exec", "-s", other, "true")
+		}},
+		{name: "vm-killed", fn: func(t *testing.T, mode string) {
+			if mode != modeHypervisor {
+				t.Skip("kills the pod's VM: hypervisor isolation only")
+			}
+			c := newCRI(t, mode)
+			pod, podCfg := c.pod("crash", false, 0)
+			a := c.container(pod, podCfg, "a", "exec sleep 100000", 0)
+			b := c.container(pod, podCfg, "b", "exec sleep 100000", 0)
+			shimPid := runtimeStatePidRoot(t, filepath.Join("/run/containerd/runc", "k8s.io"), pod)
+			if err := syscall.Kill(qemuOf(t, shimPid), syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{a, b} {
+				c.exitCode(id)
+			}
+			c.ok("stopp", pod)
+			c.ok("rmp", pod)
+			if left := runtimeLeftovers(pod, a, b); len(left) > 0 {
+				t.Fatalf("left after rmp:\n%s", strings.Join(left, "\n"))
 			}
 		}},
 	})
+}
+
+// httpGet fetches url and returns its body.
+func httpGet(url string) (string, error) {
+	cl := http.Client{Timeout: 5 * time.Second}
+	r, err := cl.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	return string(b), err
+}
+
+// runtimeStatePidRoot is the PID runh reports for id under root.
+func runtimeStatePidRoot(t *testing.T, root, id string) int {
+	t.Helper()
+	r := runCmd(runOpts{timeout: 30 * time.Second}, runtimeBin, "--root", root, "state", id)
+	var st struct {
+		Pid int `json:"pid"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Pid <= 0 {
+		t.Fatalf("%s state %s: %s", runtimeBin, id, r)
+	}
+	return st.Pid
+}
+
+// qemuOf returns the QEMU process of the shim pid.
+func qemuOf(t *testing.T, shim int) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		if ppid, _, _, ok := procStat(pid); ok && ppid == shim && strings.Contains(readFile("/proc/"+e.Name()+"/cmdline"), "qemu") {
+			return pid
+		}
+	}
+	t.Fatalf("no QEMU child of shim %d", shim)
+	return 0
 }

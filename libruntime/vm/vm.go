@@ -59,15 +59,28 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	if err := vmnet.Check(bundle.Spec); err != nil {
 		return nil, err
 	}
+	if iso.SandboxDir != "" {
+		return b.createMember(h, bundle, iso, o)
+	}
 	vmc := iso.VM
 	vmc.NoTemplate = vmc.NoTemplate || b.NoTemplate
-	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: vmc, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug}
+	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: vmc, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug,
+		Pod: iso.Pod.Role == libruntime.PodSandbox, PodMemoryMiB: int(iso.Pod.MemoryBytes >> 20)}
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}
-	// Poststart and poststop hooks are those of create's config, as with
-	// runc, whatever becomes of the bundle before start and delete.
-	if hk := bundle.Spec.Hooks; hk != nil {
+	if err := saveHooks(h, bundle.Spec.Hooks); err != nil {
+		return nil, err
+	}
+	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", h.Dir)
+	return b.startShim(h, cmd, extra)
+}
+
+// saveHooks keeps the poststart and poststop hooks of create's config:
+// those run, as with runc, whatever becomes of the bundle before start
+// and delete.
+func saveHooks(h *libruntime.Handle, hk *specs.Hooks) error {
+	if hk != nil {
 		for _, f := range []struct {
 			name  string
 			hooks []specs.Hook
@@ -76,11 +89,16 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 				continue
 			}
 			if err := h.WriteJSON(f.name, f.hooks); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", h.Dir)
+	return nil
+}
+
+// startShim starts the shim of create: done by Create once the files the
+// shim reads are written.
+func (b *Backend) startShim(h *libruntime.Handle, cmd *exec.Cmd, extra []*os.File) (libruntime.Process, error) {
 	// The host's network namespace, the one the shim (in one of its own)
 	// must never rewire.
 	hostNS, err := os.Open("/proc/self/ns/net")
@@ -237,7 +255,7 @@ func call(h *libruntime.Handle, op string, req, resp any) error {
 	if shimAlive(h) == 0 {
 		return errors.New("container is not running (its VM has stopped)")
 	}
-	return shim.Call(h.Dir, op, req, resp, callTimeout)
+	return shim.Call(ctlDir(h), op, req, resp, callTimeout)
 }
 
 // Start implements libruntime.Backend. The poststart hooks run here, on
@@ -278,7 +296,7 @@ func (b *Backend) Status(h *libruntime.Handle) (libruntime.Status, int, error) {
 		return libruntime.Stopped, 0, nil
 	}
 	var st shim.StateReply
-	if err := shim.Call(h.Dir, shim.OpState, nil, &st, 10*time.Second); err != nil {
+	if err := shim.Call(ctlDir(h), shim.OpState, proto.IDRequest{ID: h.ID}, &st, 10*time.Second); err != nil {
 		if !shim.Answered(err) && exited(h) {
 			return libruntime.Stopped, 0, nil
 		}
@@ -299,7 +317,7 @@ func (b *Backend) Signal(h *libruntime.Handle, sig unix.Signal, all bool) error 
 		}
 		return errors.New("container is not running")
 	}
-	err := shim.Call(h.Dir, proto.OpKill, proto.KillRequest{ID: h.ID, Signal: int(sig), All: all}, nil, callTimeout)
+	err := shim.Call(ctlDir(h), proto.OpKill, proto.KillRequest{ID: h.ID, Signal: int(sig), All: all}, nil, callTimeout)
 	if err != nil && !shim.Answered(err) && exited(h) {
 		return nil // it exited meanwhile: nothing left to signal
 	}
@@ -319,7 +337,11 @@ func (b *Backend) Exec(h *libruntime.Handle, p *specs.Process, o *libruntime.Exe
 	if err != nil {
 		return nil, err
 	}
-	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, "shim", "exec", h.Dir)
+	args := []string{"shim", "exec", h.Dir}
+	if sb := sandboxDir(h); sb != "" {
+		args = []string{"shim", "exec", sb, h.ID}
+	}
+	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, args...)
 	if o.Detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
@@ -371,6 +393,9 @@ func (b *Backend) Stats(h *libruntime.Handle) (*types.Stats, error) {
 // killed), which ends QEMU and, with the shim's mount namespace, the
 // share's mounts; then the shim's files go.
 func (b *Backend) Destroy(h *libruntime.Handle) error {
+	if sb := sandboxDir(h); sb != "" {
+		return destroyMember(h, sb)
+	}
 	if pid := shimAlive(h); pid != 0 {
 		shim.Call(h.Dir, shim.OpShutdown, nil, nil, 5*time.Second)
 		deadline := time.Now().Add(10 * time.Second)
@@ -524,14 +549,14 @@ const oomWait = 20 * time.Second
 // OOMWaiter implements libruntime.OOMWatcher: the guest counts the OOM
 // kills in the container's memory cgroup; the shim relays the count.
 func (b *Backend) OOMWaiter(h *libruntime.Handle) (libruntime.OOMWaitFunc, error) {
-	dir := h.Dir
+	dir, id := ctlDir(h), h.ID
 	type answer struct {
 		r   proto.OOMReply
 		err error
 	}
 	ask := func(seen uint64, wait time.Duration) answer {
 		var a answer
-		a.err = shim.Call(dir, proto.OpOOM, proto.OOMRequest{Seen: seen, WaitMs: int(wait / time.Millisecond)}, &a.r, wait+callTimeout)
+		a.err = shim.Call(dir, proto.OpOOM, proto.OOMRequest{ID: id, Seen: seen, WaitMs: int(wait / time.Millisecond)}, &a.r, wait+callTimeout)
 		return a
 	}
 	return func(seen uint64, done <-chan struct{}) (uint64, error) {
