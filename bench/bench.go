@@ -142,7 +142,7 @@ func (b *bench) run() error {
 		{"run", b.benchRun}, {"verbs", b.benchVerbs}, {"exec", b.benchExec},
 		{"throughput", b.benchThroughput}, {"memory", b.benchMemory},
 		{"vm", b.benchVM}, // vm-run and vm-memory
-		{"net", b.benchNet}, {"userland", b.benchUserland},
+		{"net", b.benchNet}, {"userland", b.benchUserland}, {"pod", b.benchPod},
 	}
 	for _, s := range sections {
 		wanted := b.c.has(s.name)

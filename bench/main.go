@@ -24,7 +24,7 @@ import (
 )
 
 // Sections, in the order they run.
-var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net", "userland"}
+var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net", "userland", "pod"}
 
 type config struct {
 	Runh, Runc, Crun string

@@ -25,6 +25,7 @@ var tableTitles = map[string]string{
 	"network":    "Host → container over a bridge (higher is better)",
 	"steps":      "Steps timed inside one container per contender and round (s, lower is better)",
 	"whole":      "Whole `run` (s, lower is better)",
+	"pod":        "A pod: a sandbox and two containers in its namespaces (lower is better)",
 }
 
 func (r *Report) write(mdPath, jsonPath string) error {
@@ -119,8 +120,8 @@ func (r *Report) markdown(jsonPath string) string {
 			"read the ratios as indicative only.\n\n", e.MaxLoad1, e.Cores)
 	}
 	for _, sec := range []struct{ id, title string }{{process, "Process isolation"}, {hypervisor, "Hypervisor isolation"},
-		{network, "Network"}, {userland, "Real userland"}} {
-		if (sec.id == network && !c.has("net")) || (sec.id == userland && !c.has("userland")) {
+		{network, "Network"}, {userland, "Real userland"}, {pods, "Pods"}} {
+		if (sec.id == network && !c.has("net")) || (sec.id == userland && !c.has("userland")) || (sec.id == pods && !c.has("pod")) {
 			continue // absent from reports of runs without it
 		}
 		fmt.Fprintf(&b, "## %s\n\n", sec.title)
@@ -131,7 +132,7 @@ func (r *Report) markdown(jsonPath string) string {
 			r.userlandPreamble(&b)
 		}
 		r.skippedFor(&b, sec.id)
-		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network", "steps", "whole"} {
+		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network", "steps", "whole", "pod"} {
 			rows := r.rows(sec.id, t)
 			if len(rows) > 0 {
 				fmt.Fprintf(&b, "### %s\n\n%s\n", tableTitles[t], table(rows))
@@ -248,6 +249,8 @@ func reportSection(name string) string {
 		return network
 	case name == userland:
 		return userland
+	case name == "pod":
+		return pods
 	case strings.HasPrefix(name, "vm-"):
 		return hypervisor
 	}
