@@ -59,6 +59,24 @@ func TestPod(t *testing.T) {
 		if r := x.rt("exec", m, "sh", "-c", "exit 3"); r.code != 3 {
 			t.Fatalf("exec exit status: %v", r)
 		}
+		// The verbs an engine uses on a pod's container act on it alone.
+		x.must("pause", m)
+		x.waitStatus(m, "paused")
+		if st := x.state(sb).Status; st != "running" {
+			t.Fatalf("sandbox while its container is paused: %s", st)
+		}
+		x.must("resume", m)
+		x.waitStatus(m, "running")
+		x.must("update", "--pids-limit", "50", m)
+		if out := x.must("exec", m, "sh", "-c", "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max").stdout; strings.TrimSpace(out) != "50" {
+			t.Errorf("pids.max after update: %q", out)
+		}
+		if out := x.must("ps", "--format", "json", m).stdout; strings.Count(out, ",")+1 != 1 {
+			t.Errorf("ps of the container: %q, want its one process", out)
+		}
+		if out := x.must("events", "--stats", m).stdout; !strings.Contains(out, `"type":"stats"`) {
+			t.Errorf("events --stats: %q", out)
+		}
 		x.must("kill", m, "KILL")
 		x.waitStatus(m, "stopped")
 		x.must("delete", m)

@@ -390,8 +390,9 @@ func (b *Backend) Stats(h *libruntime.Handle) (*types.Stats, error) {
 }
 
 // Destroy implements libruntime.Backend: the shim is told to stop (or
-// killed), which ends QEMU and, with the shim's mount namespace, the
-// share's mounts; then the shim's files go.
+// killed), which ends QEMU (in the shim's PID namespace, it cannot outlive
+// the shim) and, with the shim's mount namespace, the share's mounts; then
+// the shim's files go.
 func (b *Backend) Destroy(h *libruntime.Handle) error {
 	if sb := sandboxDir(h); sb != "" {
 		return destroyMember(h, sb)
@@ -409,7 +410,6 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 			}
 		}
 	}
-	killQEMU(filepath.Join(h.Dir, "vm"))
 	// Only a create killed before it recorded the shim leaves processes no
 	// pid file names; scanning /proc is not worth it on every delete.
 	if _, err := os.Stat(filepath.Join(h.Dir, pidFile)); errors.Is(err, os.ErrNotExist) {
@@ -488,34 +488,6 @@ func killStragglers(dir string) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-	}
-}
-
-// killQEMU ends a QEMU that outlived its shim, found by its pid file and
-// checked by its command line naming the VM's directory.
-func killQEMU(vmDir string) {
-	b, err := os.ReadFile(filepath.Join(vmDir, "qemu.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return
-	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !strings.Contains(string(cmdline), "qemu") {
-		return
-	}
-	if cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd"); err != nil || cwd != vmDir {
-		return
-	}
-	unix.Kill(pid, unix.SIGKILL)
-	// Its cgroup can be removed only once it has gone.
-	for i := 0; i < 100 && unix.Kill(pid, 0) == nil; i++ {
-		if _, err := shim.StartTime(pid); err != nil {
-			break // a zombie has left its cgroups
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
