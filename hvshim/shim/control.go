@@ -135,38 +135,16 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 			}
 			// runh start runs the poststart hooks then, on the host.
 			err = s.agent.Call(ctx, req.Op, req.Body, nil)
-		case proto.OpKill, proto.OpPause, proto.OpResume:
-			err = s.agent.Call(ctx, req.Op, req.Body, nil)
 		case proto.OpUpdate:
 			// The guest first: it refuses what the container cannot have.
 			var u proto.UpdateRequest
 			if err = json.Unmarshal(req.Body, &u); err == nil {
-				if err = s.agent.Call(ctx, req.Op, req.Body, nil); err == nil {
+				if out, err = s.relay(ctx, req); err == nil {
 					err = updateHostCgroup(s.dir, u.Resources)
 				}
 			}
-		case proto.OpPs:
-			var r proto.PsReply
-			err = s.agent.Call(ctx, req.Op, req.Body, &r)
-			out = r
-		case proto.OpPsInfo:
-			var r proto.PsInfoReply
-			err = s.agent.Call(ctx, req.Op, req.Body, &r)
-			out = r
-		case proto.OpOOM:
-			var o proto.OOMRequest
-			if err = json.Unmarshal(req.Body, &o); err == nil {
-				o.ID = s.cfg.ID
-				var r proto.OOMReply
-				err = s.agent.Call(ctx, req.Op, o, &r)
-				out = r
-			}
-		case proto.OpStats:
-			var r proto.StatsReply
-			err = s.agent.Call(ctx, req.Op, req.Body, &r)
-			out = r
 		default:
-			err = fmt.Errorf("unknown operation %q", req.Op)
+			out, err = s.relay(ctx, req)
 		}
 	}
 	if err != nil && !client.IsAgentError(err) && s.exitedWithin(5*time.Second) {
@@ -179,6 +157,11 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 			err = errors.New(StoppedMsg)
 		}
 	}
+	return respond(out, err)
+}
+
+// respond makes a response of a reply or an error.
+func respond(out any, err error) (resp proto.Response) {
 	if err != nil {
 		resp.Error = err.Error()
 		return resp
@@ -187,6 +170,29 @@ func (s *shim) call(req proto.Request) (resp proto.Response) {
 		resp.Body, _ = json.Marshal(out)
 	}
 	return resp
+}
+
+// relay forwards a request the agent serves as it is, and returns its
+// reply.
+func (s *shim) relay(ctx context.Context, req proto.Request) (any, error) {
+	var out any
+	switch req.Op {
+	case proto.OpStart, proto.OpKill, proto.OpPause, proto.OpResume, proto.OpUpdate:
+	case proto.OpPs:
+		out = &proto.PsReply{}
+	case proto.OpPsInfo:
+		out = &proto.PsInfoReply{}
+	case proto.OpOOM:
+		out = &proto.OOMReply{}
+	case proto.OpStats:
+		out = &proto.StatsReply{}
+	default:
+		return nil, fmt.Errorf("unknown operation %q", req.Op)
+	}
+	if err := s.agent.Call(ctx, req.Op, req.Body, out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // exitedWithin reports whether the container has exited or does so
@@ -302,31 +308,12 @@ func (s *shim) memberCall(id string, req proto.Request) (resp proto.Response) {
 	case m.hasExited():
 		err = errors.New(StoppedMsg)
 	default:
-		switch req.Op {
-		case OpState:
+		if req.Op == OpState {
 			var st proto.StateReply
 			err = s.agent.Call(ctx, proto.OpState, proto.IDRequest{ID: id}, &st)
 			out = StateReply{Status: st.Status}
-		case proto.OpStart, proto.OpKill, proto.OpPause, proto.OpResume, proto.OpUpdate:
-			err = s.agent.Call(ctx, req.Op, req.Body, nil)
-		case proto.OpPs:
-			var r proto.PsReply
-			err = s.agent.Call(ctx, req.Op, req.Body, &r)
-			out = r
-		case proto.OpPsInfo:
-			var r proto.PsInfoReply
-			err = s.agent.Call(ctx, req.Op, req.Body, &r)
-			out = r
-		case proto.OpOOM:
-			var r proto.OOMReply
-			err = s.agent.Call(ctx, req.Op, req.Body, &r)
-			out = r
-		case proto.OpStats:
-			var r proto.StatsReply
-			err = s.agent.Call(ctx, req.Op, req.Body, &r)
-			out = r
-		default:
-			err = fmt.Errorf("unknown operation %q", req.Op)
+		} else {
+			out, err = s.relay(ctx, req)
 		}
 		if err != nil && !client.IsAgentError(err) {
 			select {
@@ -339,12 +326,5 @@ func (s *shim) memberCall(id string, req proto.Request) (resp proto.Response) {
 			}
 		}
 	}
-	if err != nil {
-		resp.Error = err.Error()
-		return resp
-	}
-	if out != nil {
-		resp.Body, _ = json.Marshal(out)
-	}
-	return resp
+	return respond(out, err)
 }
