@@ -283,16 +283,7 @@ func moveTree(tree *os.File, dst string, dirOnly bool) error {
 	if dirOnly && !isDir {
 		return errors.New("not a directory")
 	}
-	var err error
-	if isDir {
-		err = os.Mkdir(dst, 0o700)
-	} else {
-		var f *os.File
-		if f, err = os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
-			f.Close()
-		}
-	}
-	if err != nil {
+	if err := mountPoint(dst, isDir); err != nil {
 		return err
 	}
 	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}

@@ -139,15 +139,7 @@ func bindInto(src, dst string, dirOnly bool) error {
 	if dirOnly && !isDir {
 		return fmt.Errorf("%s: not a directory", src)
 	}
-	if isDir {
-		err = os.Mkdir(dst, 0o700)
-	} else {
-		var f *os.File
-		if f, err = os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
-			f.Close()
-		}
-	}
-	if err != nil {
+	if err := mountPoint(dst, isDir); err != nil {
 		return err
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
@@ -155,4 +147,16 @@ func bindInto(src, dst string, dirOnly bool) error {
 		return fmt.Errorf("bind %s: %w", src, err)
 	}
 	return nil
+}
+
+// mountPoint makes a new directory or empty file at dst to mount on.
+func mountPoint(dst string, isDir bool) error {
+	if isDir {
+		return os.Mkdir(dst, 0o700)
+	}
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err == nil {
+		f.Close()
+	}
+	return err
 }

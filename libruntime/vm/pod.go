@@ -39,10 +39,7 @@ func (b *Backend) createMember(h *libruntime.Handle, bundle *libruntime.Bundle, 
 	if err != nil {
 		return nil, err
 	}
-	st, _ := shim.StartTime(p.pid)
-	if err := h.WriteJSON(pidFile, shimPid{Pid: p.pid, StartTime: st}); err != nil {
-		p.Signal(unix.SIGKILL)
-		p.Wait()
+	if err := recordHelper(h, p); err != nil {
 		shim.Call(iso.SandboxDir, shim.OpRemove, proto.IDRequest{ID: h.ID}, nil, callTimeout)
 		return nil, err
 	}

@@ -126,10 +126,7 @@ func (b *Backend) startShim(h *libruntime.Handle, cmd *exec.Cmd, extra []*os.Fil
 	if err != nil {
 		return nil, err
 	}
-	st, _ := shim.StartTime(p.pid)
-	if err := h.WriteJSON(pidFile, shimPid{Pid: p.pid, StartTime: st}); err != nil {
-		p.Signal(unix.SIGKILL)
-		p.Wait()
+	if err := recordHelper(h, p); err != nil {
 		return nil, err
 	}
 	if ready.Times != nil {
@@ -215,6 +212,18 @@ func startHelper(cmd *exec.Cmd, extra []*os.File, input []byte) (*process, *shim
 		return nil, nil, errors.New(ready.Error)
 	}
 	return p, &ready, nil
+}
+
+// recordHelper records the helper that stands for the container (its
+// shim, or a pod member's process), or kills it.
+func recordHelper(h *libruntime.Handle, p *process) error {
+	st, _ := shim.StartTime(p.pid)
+	if err := h.WriteJSON(pidFile, shimPid{Pid: p.pid, StartTime: st}); err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		return err
+	}
+	return nil
 }
 
 type shimPid struct {
