@@ -3,7 +3,8 @@
 #
 #   make conformance        bin/runh; fails below integration/conformance/baseline
 #   make conformance-runc   reference column with /usr/sbin/runc
-#   make conformance-vm     bin/runh-vm (hypervisor isolation) column
+#   make conformance-vm     bin/runh-vm (hypervisor isolation) column; fails below
+#                           integration/conformance/baseline-vm
 #   make conformance-baseline  store runh's current ok count as the baseline
 #   make conformance-unit   vet and unit-test the harness itself
 #   make conformance CONFORMANCE_RUN='^kill'   a subset (nothing is saved)
@@ -22,6 +23,9 @@ CONFORMANCE_JOBS ?= 2
 CONFORMANCE_TIMEOUT ?= 180s
 CONFORMANCE_RUN ?=
 CONFORMANCE_BASELINE := $(CONFORMANCE_SRC)/baseline
+# The VM column's floor sits a little under its count (3508 ok on
+# 2026-12-02): under TCG a busy machine can time a program out.
+CONFORMANCE_BASELINE_VM := $(CONFORMANCE_SRC)/baseline-vm
 RUNTIME_TOOLS := github.com/opencontainers/runtime-tools
 
 CONFORMANCE_ARGS = -bin $(CONFORMANCE_BIN) -out $(CONFORMANCE_OUT) \
@@ -48,7 +52,8 @@ conformance-runc: conformance-build
 	$(CONFORMANCE_TOOL) $(CONFORMANCE_ARGS) -runtime /usr/sbin/runc -column runc
 
 conformance-vm: conformance-build bin/runh
-	$(CONFORMANCE_TOOL) $(CONFORMANCE_ARGS) -runtime $(CURDIR)/bin/runh-vm -column runh-vm
+	$(CONFORMANCE_TOOL) $(CONFORMANCE_ARGS) -runtime $(CURDIR)/bin/runh-vm -column runh-vm \
+		-baseline $(CONFORMANCE_BASELINE_VM)
 
 conformance-baseline: conformance-build bin/runh
 	$(CONFORMANCE_TOOL) $(CONFORMANCE_ARGS) -runtime $(CONFORMANCE_RUNTIME) \

@@ -179,12 +179,23 @@ func run(o opts) error {
 	return nil
 }
 
-// docBaseline reads the baseline for display, from the runh baseline file
-// when none was given.
+// The committed baselines of the runh and runh-vm columns, shown in the
+// document whichever column a run is of.
+const (
+	baselineRunh = "integration/conformance/baseline"
+	baselineVM   = "integration/conformance/baseline-vm"
+)
+
+// docBaseline reads runh's baseline for display: from the file given when
+// it is runh's (another path to it, as make passes), else the committed one.
 func docBaseline(file string) int {
-	if file == "" {
-		file = "integration/conformance/baseline"
+	if file == "" || filepath.Base(file) != filepath.Base(baselineRunh) {
+		file = baselineRunh
 	}
+	return docBaselineOf(file)
+}
+
+func docBaselineOf(file string) int {
 	n, _ := readBaseline(file)
 	return n
 }

@@ -156,7 +156,7 @@ func writeDoc(file string, runs map[string]*Run, notes []note, modes map[string]
 	w("run one by one against each runtime with a private `--root`, a busybox rootfs built by\n")
 	w("`scripts/mkrootfs.sh` and a per-program timeout. Counts are TAP lines: `ok`, `not ok`, and\n")
 	w("`ok # SKIP` (counted as skip only). runh's ok count must not drop below the committed baseline\n")
-	w("(`integration/conformance/baseline`: %d).\n\n", baseline)
+	w("(`integration/conformance/baseline`: %d), runh-vm's below its own (`baseline-vm`: %d).\n\n", baseline, docBaselineOf(baselineVM))
 	w("Reproduce: `make conformance-runc` (reference, /usr/sbin/runc), `make conformance` (bin/runh),\n")
 	w("`make conformance-vm` (bin/runh-vm, hypervisor isolation). Raw TAP output: `build/conformance/<column>/`.\n\n")
 	w("How a program runs: in its own work dir holding `rootfs-amd64.tar.gz` and `runtimetest` (the\n")
