@@ -117,6 +117,11 @@ func MemberMain(dir string) int {
 	if err := readResponse(c, OpJoin, &w); err != nil {
 		return 255 // the sandbox's shim is gone, and the VM with it
 	}
+	// The engine watches this process's host cgroup for OOM kills, as it
+	// does the shim's of a VM of its own (oom.go).
+	if w.OOMKills > 0 {
+		reflectOOM(dir)
+	}
 	return w.Status
 }
 

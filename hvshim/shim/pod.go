@@ -144,7 +144,7 @@ func (s *shim) join(c *net.UnixConn, body json.RawMessage, files []*os.File) {
 	}
 	waitRelays(relays)
 	m.setExit(w.Status)
-	b, _ = json.Marshal(proto.WaitReply{Status: w.Status})
+	b, _ = json.Marshal(proto.WaitReply{Status: w.Status, OOMKills: w.OOMKills})
 	proto.WriteFrame(c, proto.Response{Body: b})
 }
 

@@ -297,8 +297,8 @@ func TestCRI(t *testing.T) {
 			pod, podCfg := c.pod("oom", false, 0)
 			other := c.container(pod, podCfg, "other", "exec sleep 100000", 0)
 			hog := c.container(pod, podCfg, "hog", "sleep 1; exec dd if=/dev/zero of=/dev/null bs=256M count=1", 32<<20)
-			if got := c.exitCode(hog); !strings.HasPrefix(got, "137 ") {
-				t.Fatalf("hog at a 32 MiB limit: exit %q, want 137 (OOM kill)", got)
+			if got := c.exitCode(hog); got != "137 OOMKilled" {
+				t.Fatalf("hog at a 32 MiB limit: exit and reason %q, want 137 OOMKilled", got)
 			}
 			if st := c.state(other); st != "CONTAINER_RUNNING" {
 				t.Fatalf("the other container after the OOM kill: %s", st)
