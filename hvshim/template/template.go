@@ -122,6 +122,24 @@ type meta struct {
 	State     string  `json:"stateSha256"`
 	Created   string  `json:"created"`
 	BuildSecs float64 `json:"buildSeconds"`
+	// Memory identifies the memory file as made: its inode and change
+	// time. QEMU 7.2 can only open it read-write, so a VMM a guest took
+	// over could write it; any write (or utime) moves its ctime, which no
+	// one can set back, and the template is then refused.
+	Memory fileID `json:"memory"`
+}
+
+type fileID struct {
+	Ino   uint64 `json:"ino"`
+	Ctime int64  `json:"ctimeNs"`
+}
+
+func memoryID(path string) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{Ino: st.Ino, Ctime: st.Ctim.Nano()}, nil
 }
 
 // Prepare points qc at its template, making the template first when
@@ -162,6 +180,9 @@ func open(dir string, mib int) (*os.File, error) {
 	}
 	if st, err := os.Stat(filepath.Join(dir, "mem")); err != nil || st.Size() != int64(mib)<<20 || m.MemoryMiB != mib {
 		return nil, fmt.Errorf("template %s: memory file does not match %d MiB", dir, mib)
+	}
+	if id, err := memoryID(filepath.Join(dir, "mem")); err != nil || id != m.Memory {
+		return nil, fmt.Errorf("template %s: memory file changed since it was made", dir)
 	}
 	f, err := os.Open(filepath.Join(dir, "state"))
 	if err != nil {
@@ -277,16 +298,20 @@ func build(ctx context.Context, qc *qemu.Config, key string, scratchTaps func(in
 	for i := range qc.Shares {
 		os.Remove(filepath.Join(tmp, fmt.Sprintf("share%d", i)))
 	}
-	m, _ := json.Marshal(meta{Key: key, MemoryMiB: qc.MemoryMiB, State: st, Created: time.Now().UTC().Format(time.RFC3339),
-		BuildSecs: time.Since(t0).Seconds()})
-	if err := libruntime.WriteFileAtomic(filepath.Join(tmp, "meta.json"), m, 0o600); err != nil {
-		return err
-	}
 	for _, n := range []string{"mem", "state"} {
 		if f, err := os.Open(filepath.Join(tmp, n)); err == nil {
 			f.Sync()
 			f.Close()
 		}
+	}
+	id, err := memoryID(filepath.Join(tmp, "mem"))
+	if err != nil {
+		return err
+	}
+	m, _ := json.Marshal(meta{Key: key, MemoryMiB: qc.MemoryMiB, State: st, Created: time.Now().UTC().Format(time.RFC3339),
+		BuildSecs: time.Since(t0).Seconds(), Memory: id})
+	if err := libruntime.WriteFileAtomic(filepath.Join(tmp, "meta.json"), m, 0o600); err != nil {
+		return err
 	}
 	if err := os.Rename(tmp, filepath.Join(root, key)); err != nil {
 		return err

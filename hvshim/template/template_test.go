@@ -1,9 +1,13 @@
 package template
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/runh-project/runh/hvshim/qemu"
 )
@@ -53,5 +57,37 @@ func TestKey(t *testing.T) {
 		if k, _ := Key(c); k == k0 {
 			t.Errorf("%s did not change the key", name)
 		}
+	}
+}
+
+// A memory file written after the template was made (as a VMM a guest
+// took over could) is refused; the template as made is accepted.
+func TestOpenRefusesChangedMemory(t *testing.T) {
+	dir := t.TempDir()
+	mem := filepath.Join(dir, "mem")
+	if err := os.WriteFile(mem, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := []byte("device state")
+	os.WriteFile(filepath.Join(dir, "state"), state, 0o600)
+	sum := sha256.Sum256(state)
+	id, err := memoryID(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(meta{MemoryMiB: 1, State: hex.EncodeToString(sum[:]), Memory: id})
+	os.WriteFile(filepath.Join(dir, "meta.json"), b, 0o600)
+	f, err := open(dir, 1)
+	if err != nil {
+		t.Fatalf("template as made: %v", err)
+	}
+	f.Close()
+	time.Sleep(10 * time.Millisecond)
+	w, _ := os.OpenFile(mem, os.O_WRONLY, 0)
+	w.WriteAt([]byte{1}, 4096)
+	w.Close()
+	if f, err := open(dir, 1); err == nil {
+		f.Close()
+		t.Fatal("a memory file written since: accepted")
 	}
 }
