@@ -1,0 +1,595 @@
+package engines
+
+// A real two-container application (issue 17): WordPress (nginx, php-fpm)
+// and MariaDB, images built offline by scripts/mkapp.sh from Debian's
+// packages, on a network of their own with the database on a named volume
+// and the site on a published port. Every assignment of the two containers
+// to the two isolation modes runs under podman, the all-VM one under Docker
+// too. Over HTTP through the published port: WordPress's installation, a
+// login, a post published through the REST API with the login's cookies and
+// read back. The all-VM combinations then restart both containers, SIGKILL
+// the database's VM (its QEMU) and restart it, and find every post again;
+// the others stop after the read-back, which keeps make test's time in
+// bounds (WP_FULL=1 runs the whole flow in every combination).
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	wpDBImage  = "localhost/runh-app-db:latest"
+	wpWebImage = "localhost/runh-app-web:latest"
+	wpDBPass   = "runh-db-secret"
+	wpAdmin    = "admin"
+	wpAdminPw  = "runh-wp-admin-secret"
+)
+
+// wpSkip marks a setup failure that skips (a tool missing) rather than fails.
+type wpSkip struct{ error }
+
+// wpImageDir runs scripts/mkapp.sh once: the images' tarballs, cached under
+// /var/cache/runh/app after the first build.
+var wpImageDir = sync.OnceValues(func() (string, error) {
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		return "", wpSkip{fmt.Errorf("debootstrap not installed (apt-get install debootstrap): the images are built with it")}
+	}
+	start := time.Now()
+	r := runCmd(runOpts{timeout: 20 * time.Minute}, filepath.Join(repoRoot, "scripts/mkapp.sh"))
+	if r.code != 0 || r.err != nil {
+		return "", fmt.Errorf("scripts/mkapp.sh: %s", r)
+	}
+	fmt.Printf("wordpress: images in %s (%s)\n", strings.TrimSpace(r.stdout), time.Since(start).Round(time.Second))
+	return strings.TrimSpace(r.stdout), nil
+})
+
+// wpImport imports both tarballs with cli (podman's or docker's import).
+func wpImport(engine string, cli func(runOpts, ...string) result) error {
+	dir, err := wpImageDir()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for _, im := range []struct{ tar, name, entry string }{
+		{"db.tar", wpDBImage, "/usr/local/bin/app-db"},
+		{"web.tar", wpWebImage, "/usr/local/bin/app-web"},
+	} {
+		r := cli(runOpts{timeout: 10 * time.Minute}, "import", "--change", `ENTRYPOINT ["`+im.entry+`"]`,
+			filepath.Join(dir, im.tar), im.name)
+		if r.code != 0 || r.err != nil {
+			return fmt.Errorf("%s import %s: %s", engine, im.tar, r)
+		}
+	}
+	fmt.Printf("wordpress: images imported into %s in %s\n", engine, time.Since(start).Round(time.Second))
+	return nil
+}
+
+var wpPodmanSetup = sync.OnceValue(func() error {
+	if err := podmanNetSetup(); err != nil {
+		return wpSkip{err}
+	}
+	return wpImport("podman", func(o runOpts, args ...string) result {
+		o.env = podmanEnv
+		return runCmd(o, append([]string{"podman"}, args...)...)
+	})
+})
+
+var wpDockerSetup = sync.OnceValue(func() error {
+	if err := dockerNetSetup(); err != nil {
+		return wpSkip{err}
+	}
+	return wpImport("docker", func(o runOpts, args ...string) result {
+		o.env = dockerNetEnv
+		return runCmd(o, append([]string{dockerCLI}, args...)...)
+	})
+})
+
+// wpSlots takes one VM slot per VM of a combination, all at once (under a
+// lock, so that two combinations never each hold half of what they need).
+var wpSlotMu sync.Mutex
+
+func wpSlots(t *testing.T, n int) {
+	wpSlotMu.Lock()
+	for range n {
+		vmSlots <- struct{}{}
+	}
+	wpSlotMu.Unlock()
+	t.Cleanup(func() {
+		for range n {
+			<-vmSlots
+		}
+	})
+}
+
+func TestWordPress(t *testing.T) {
+	full := os.Getenv("WP_FULL") != ""
+	type combo struct {
+		engine, db, web string
+	}
+	var combos []combo
+	for _, db := range []string{modeProcess, modeHypervisor} {
+		for _, web := range []string{modeProcess, modeHypervisor} {
+			combos = append(combos, combo{"podman", db, web})
+		}
+	}
+	combos = append(combos, combo{"docker", modeHypervisor, modeHypervisor})
+	for _, c := range combos {
+		name := fmt.Sprintf("%s/db=%s,web=%s", c.engine, c.db, c.web)
+		t.Run(name, func(t *testing.T) {
+			record(t, "wordpress-"+c.engine, "db="+c.db[:1]+",web="+c.web[:1])
+			skip := func(why string) {
+				fmt.Printf("wordpress: %s skipped: %s\n", name, why)
+				t.Skip(why)
+			}
+			vms := 0
+			for _, md := range []string{c.db, c.web} {
+				if !wpWantMode(md) {
+					skip("mode " + md + " not in RUNH_TEST_MODES")
+				}
+				if md == modeHypervisor {
+					vms++
+					if ok, reason := hypervisorUsable(); !ok {
+						skip("hypervisor isolation not usable: " + reason)
+					}
+				}
+			}
+			setup := wpPodmanSetup
+			if c.engine == "docker" {
+				setup = wpDockerSetup
+			}
+			if err := setup(); err != nil {
+				if _, ok := err.(wpSkip); ok {
+					skip(err.Error())
+				}
+				t.Fatal(err)
+			}
+			t.Parallel()
+			wpSlots(t, vms)
+			a := newWPApp(t, c.engine, c.db, c.web)
+			a.scenario(full || (c.db == modeHypervisor && c.web == modeHypervisor))
+		})
+	}
+}
+
+func wpWantMode(md string) bool {
+	for _, m := range testModes {
+		if m == md {
+			return true
+		}
+	}
+	return false
+}
+
+// wpApp is one deployment: its engine's CLI, the two containers, their
+// network and volume, and the site's published port.
+type wpApp struct {
+	t               *testing.T
+	engine          string
+	dbMode, webMode string
+	cli             func(args ...string) result
+	db, web         string // container names
+	network, volume string
+	site            string // http://127.0.0.1:PORT
+	procs           []procID
+	timings         []string
+}
+
+func newWPApp(t *testing.T, engine, dbMode, webMode string) *wpApp {
+	a := &wpApp{t: t, engine: engine, dbMode: dbMode, webMode: webMode}
+	env, bin := podmanEnv, "podman"
+	if engine == "docker" {
+		env, bin = dockerNetEnv, dockerCLI
+	}
+	a.cli = func(args ...string) result {
+		// VM boots and stops of two containers under TCG: twice a VM's time.
+		return runCmd(runOpts{env: env, timeout: 2 * cmdTimeout(modeHypervisor)}, append([]string{bin}, args...)...)
+	}
+	s := nextSubnet(t)
+	tag := fmt.Sprintf("wp%d", s.n)
+	a.db, a.web, a.network, a.volume = tag+"-db", tag+"-web", tag+"-net", tag+"-data"
+	// Registered first, so it runs last: after the test's own cleanups.
+	t.Cleanup(a.teardown)
+	if engine == "docker" {
+		a.ok("network", "create", "-o", "com.docker.network.bridge.name="+s.bridge, "--subnet", s.v4, a.network)
+	} else {
+		a.ok("network", "create", "--subnet", s.v4, a.network)
+	}
+	a.ok("volume", "create", a.volume)
+	a.site = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	return a
+}
+
+func (a *wpApp) ok(args ...string) string {
+	a.t.Helper()
+	r := a.cli(args...)
+	if r.code != 0 || r.err != nil {
+		a.t.Fatalf("%s %s: %s", a.engine, strings.Join(args, " "), r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// runtime is the --runtime value for a mode: runh's two paths for podman
+// (as `--runtime runh` and `--runtime runh-vm` name them once configured),
+// the daemon's runtime names for Docker.
+func (a *wpApp) runtime(mode string) string {
+	switch {
+	case a.engine == "docker" && mode == modeHypervisor:
+		return "runh-vm"
+	case a.engine == "docker":
+		return "runh"
+	case mode == modeHypervisor:
+		return vmBin
+	}
+	return runtimeBin
+}
+
+// start runs both containers: the database at a fixed address (podman's CNI
+// networks have no name service here; Docker's embedded DNS finds it by name).
+func (a *wpApp) start() {
+	dbHost := a.db
+	// The servers' unix sockets are on tmpfs: in hypervisor isolation a
+	// socket cannot be bound on the rootfs (9p), bind() fails with ENXIO
+	// (docs/demo-app.md, Known problems).
+	dbArgs := []string{"run", "-d", "--runtime", a.runtime(a.dbMode), "--name", a.db, "--network", a.network,
+		"--tmpfs", "/run/mysqld", "-v", a.volume + ":/var/lib/mysql", "-e", "DB_PASSWORD=" + wpDBPass}
+	webArgs := []string{"run", "-d", "--runtime", a.runtime(a.webMode), "--name", a.web, "--network", a.network,
+		"--tmpfs", "/run/php", "-p", strings.TrimPrefix(a.site, "http://") + ":80", "-e", "DB_PASSWORD=" + wpDBPass}
+	if a.engine == "podman" {
+		s := a.ok("network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}", a.network)
+		ip := strings.TrimSuffix(s, "0/24") + "10"
+		dbArgs = append(dbArgs, "--ip", ip)
+		webArgs = append(webArgs, "--add-host", "wp-db:"+ip)
+		dbHost = "wp-db"
+	}
+	for _, run := range [][]string{append(dbArgs, wpDBImage), append(webArgs, "-e", "DB_HOST="+dbHost, wpWebImage)} {
+		start := time.Now()
+		a.ok(run...)
+		a.t.Logf("%s run %s: %s", a.engine, run[5], time.Since(start).Round(100*time.Millisecond))
+	}
+	for _, n := range []string{a.db, a.web} {
+		a.procs = append(a.procs, processTree(a.pid(n))...)
+	}
+}
+
+// pid is the runtime's pid of a container (the shim in hypervisor isolation).
+func (a *wpApp) pid(n string) int {
+	a.t.Helper()
+	p, err := strconv.Atoi(a.ok("inspect", "--format", "{{.State.Pid}}", n))
+	if err != nil || p <= 0 {
+		a.t.Fatalf("%s has no pid (%v): is it running?\n%s", n, err, a.logs())
+	}
+	return p
+}
+
+func (a *wpApp) status(n string) string {
+	return strings.TrimSpace(a.cli("inspect", "--format", "{{.State.Status}}", n).stdout)
+}
+
+func (a *wpApp) logs() string {
+	var b strings.Builder
+	for _, n := range []string{a.db, a.web} {
+		r := a.cli("logs", "--tail", "15", n)
+		fmt.Fprintf(&b, "--- %s (%s) logs:\n%s%s", n, a.status(n), r.stdout, r.stderr)
+	}
+	return b.String()
+}
+
+// step times f and keeps the figure for the summary line.
+func (a *wpApp) step(what string, f func()) {
+	start := time.Now()
+	f()
+	d := time.Since(start).Round(100 * time.Millisecond)
+	a.timings = append(a.timings, fmt.Sprintf("%s %s", what, d))
+	a.t.Logf("%s: %s", what, d)
+}
+
+func (a *wpApp) scenario(full bool) {
+	t := a.t
+	begin := time.Now()
+	defer func() {
+		fmt.Printf("wordpress: %s db=%s web=%s: %s; total %s%s\n", a.engine, a.dbMode, a.webMode,
+			strings.Join(a.timings, ", "), time.Since(begin).Round(time.Second), map[bool]string{true: " (FAILED)"}[t.Failed()])
+	}()
+	w := newWPClient(t, a.site, a.logs)
+	a.step("first page", func() {
+		a.start()
+		// The installer's form: served by PHP, which reached the database.
+		w.waitPage("/wp-admin/install.php", `name="weblog_title"`, 5*time.Minute)
+	})
+	a.step("install", w.install)
+	a.step("login", w.login)
+	var posts []wpPost
+	a.step("post", func() { posts = append(posts, w.publish("runh post one "+a.tag())) })
+	a.step("read back", func() { w.expectPosts(posts, time.Minute) })
+	a.checkIsolation()
+	if !full {
+		return
+	}
+	a.step("restart both", func() {
+		a.ok("stop", a.web, a.db)
+		a.ok("start", a.db, a.web)
+		a.procs = append(a.procs, processTree(a.pid(a.db))...)
+		a.procs = append(a.procs, processTree(a.pid(a.web))...)
+		w.expectPosts(posts, 5*time.Minute)
+	})
+	// Acknowledged (201) just before the kill: it must survive it.
+	posts = append(posts, w.publish("runh post two "+a.tag()))
+	a.step("db killed, restarted", func() {
+		a.killDB()
+		a.ok("start", a.db)
+		a.procs = append(a.procs, processTree(a.pid(a.db))...)
+		w.expectPosts(posts, 5*time.Minute)
+	})
+}
+
+// checkIsolation asks each container which kernel it runs on: the host's in
+// process isolation, its VM's in hypervisor isolation.
+func (a *wpApp) checkIsolation() {
+	host := strings.TrimSpace(runCmd(runOpts{}, "uname", "-r").stdout)
+	for _, c := range [][2]string{{a.db, a.dbMode}, {a.web, a.webMode}} {
+		k := a.ok("exec", c[0], "uname", "-r")
+		if (k == host) != (c[1] == modeProcess) {
+			a.t.Fatalf("%s runs on kernel %s (the host's is %s), want %s isolation", c[0], k, host, c[1])
+		}
+	}
+}
+
+func (a *wpApp) tag() string { return a.engine + " " + a.dbMode + " " + a.webMode }
+
+// killDB SIGKILLs the database: its VM's QEMU in hypervisor isolation
+// (found below the runtime's pid, the shim), mariadbd (the container's init)
+// in process isolation; the engine must see the container exit.
+func (a *wpApp) killDB() {
+	t := a.t
+	procs := processTree(a.pid(a.db))
+	target := procs[0]
+	if a.dbMode == modeHypervisor {
+		target = procID{}
+		for _, p := range procs[1:] {
+			if strings.Contains(p.comm(), "qemu") {
+				target = p
+			}
+		}
+		if target.pid == 0 {
+			t.Fatalf("no QEMU below the database's shim %d", procs[0].pid)
+		}
+	}
+	t.Logf("SIGKILL %d (%s)", target.pid, target.comm())
+	if err := syscall.Kill(target.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(2*time.Minute, func() bool { s := a.status(a.db); return s == "exited" || s == "stopped" }) {
+		t.Fatalf("database after SIGKILL of %s: status %q, want exited", target.comm(), a.status(a.db))
+	}
+}
+
+// teardown removes the containers, network and volume, then checks that
+// nothing is left: not in the engine, and no process of the containers.
+func (a *wpApp) teardown() {
+	t := a.t
+	rm := []string{"rm", "-f", a.web, a.db}
+	if a.engine == "podman" {
+		rm = []string{"rm", "-f", "-t", "0", a.web, a.db}
+	}
+	a.cli(rm...)
+	a.cli("network", "rm", a.network)
+	a.cli("volume", "rm", a.volume)
+	for _, ls := range [][]string{
+		{"ps", "-a", "--format", "{{.Names}}"},
+		{"network", "ls", "--format", "{{.Name}}"},
+		{"volume", "ls", "--format", "{{.Name}}"},
+	} {
+		for _, l := range strings.Fields(a.cli(ls...).stdout) {
+			if l == a.db || l == a.web || l == a.network || l == a.volume {
+				t.Errorf("after teardown %s %s still lists %s", a.engine, ls[0], l)
+			}
+		}
+	}
+	if !waitFor(30*time.Second, func() bool {
+		for _, p := range a.procs {
+			if p.alive() {
+				return false
+			}
+		}
+		return true
+	}) {
+		for _, p := range a.procs {
+			if p.alive() {
+				t.Errorf("after teardown process %d (%s) still runs", p.pid, p.comm())
+			}
+		}
+	}
+}
+
+// ---- WordPress over HTTP ----
+
+// wpTransport never goes through a proxy the environment names: the site is
+// on the host's loopback.
+var wpTransport = &http.Transport{Proxy: nil}
+
+type wpClient struct {
+	t    *testing.T
+	site string
+	http *http.Client // cookies; redirects are not followed
+	logs func() string
+}
+
+type wpPost struct {
+	id    int
+	title string
+}
+
+func newWPClient(t *testing.T, site string, logs func() string) *wpClient {
+	jar, _ := cookiejar.New(nil)
+	return &wpClient{t: t, site: site, logs: logs, http: &http.Client{
+		Jar:       jar,
+		Transport: wpTransport,
+		// PHP in a TCG VM is an order of magnitude slower than on the host.
+		Timeout:       3 * time.Minute,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+func (w *wpClient) do(req *http.Request) (int, string, error) {
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func (w *wpClient) get(path string) (int, string, error) {
+	req, err := http.NewRequest("GET", w.site+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	return w.do(req)
+}
+
+func (w *wpClient) postForm(path string, v url.Values) (int, string, error) {
+	req, err := http.NewRequest("POST", w.site+path, strings.NewReader(v.Encode()))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return w.do(req)
+}
+
+func (w *wpClient) fatalf(format string, args ...any) {
+	w.t.Helper()
+	w.t.Fatalf(format+"\n%s", append(args, w.logs())...)
+}
+
+// waitPage polls path until it answers 200 with want in the page.
+func (w *wpClient) waitPage(path, want string, d time.Duration) {
+	w.t.Helper()
+	var last string
+	if !waitFor(d, func() bool {
+		code, body, err := w.get(path)
+		last = fmt.Sprintf("status %d, err %v, body %.300q", code, err, body)
+		if err != nil {
+			time.Sleep(time.Second)
+		}
+		return err == nil && code == 200 && strings.Contains(body, want)
+	}) {
+		w.fatalf("GET %s: no page with %q after %s: %s", path, want, d, last)
+	}
+}
+
+// install completes the installer's second step, as its form posts it.
+func (w *wpClient) install() {
+	w.t.Helper()
+	code, body, err := w.postForm("/wp-admin/install.php?step=2", url.Values{
+		"weblog_title": {"runh demo"}, "user_name": {wpAdmin},
+		"admin_password": {wpAdminPw}, "admin_password2": {wpAdminPw}, "pw_weak": {"1"},
+		"admin_email": {"admin@example.invalid"}, "blog_public": {"0"},
+		"Submit": {"Install WordPress"}, "language": {""},
+	})
+	if err != nil || code != 200 || !strings.Contains(body, "Success!") {
+		w.fatalf("install: status %d, err %v, body %.500q", code, err, body)
+	}
+}
+
+// login posts the login form (after the GET that sets WordPress's test
+// cookie) and checks the logged-in cookie came back.
+func (w *wpClient) login() {
+	w.t.Helper()
+	if code, _, err := w.get("/wp-login.php"); err != nil || code != 200 {
+		w.fatalf("GET wp-login.php: status %d, err %v", code, err)
+	}
+	code, body, err := w.postForm("/wp-login.php", url.Values{
+		"log": {wpAdmin}, "pwd": {wpAdminPw}, "wp-submit": {"Log In"},
+		"redirect_to": {w.site + "/wp-admin/"}, "testcookie": {"1"},
+	})
+	if err != nil || code != 302 {
+		w.fatalf("login: status %d (want a 302 to wp-admin), err %v, body %.500q", code, err, body)
+	}
+	u, _ := url.Parse(w.site + "/")
+	for _, c := range w.http.Jar.Cookies(u) {
+		if strings.HasPrefix(c.Name, "wordpress_logged_in_") {
+			return
+		}
+	}
+	w.fatalf("login: no wordpress_logged_in cookie (got %v)", w.http.Jar.Cookies(u))
+}
+
+// publish creates a published post through the REST API, authenticated by
+// the login's cookies and the nonce WordPress hands a logged-in user.
+func (w *wpClient) publish(title string) wpPost {
+	w.t.Helper()
+	code, nonce, err := w.get("/wp-admin/admin-ajax.php?action=rest-nonce")
+	nonce = strings.TrimSpace(nonce)
+	if err != nil || code != 200 || nonce == "" || nonce == "0" {
+		w.fatalf("rest nonce: status %d, err %v, body %.200q", code, err, nonce)
+	}
+	b, _ := json.Marshal(map[string]string{"title": title, "content": "Written through the published port: " + title, "status": "publish"})
+	req, _ := http.NewRequest("POST", w.site+"/?rest_route=/wp/v2/posts", strings.NewReader(string(b)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-WP-Nonce", nonce)
+	code, body, err := w.do(req)
+	var post struct {
+		ID     int    `json:"id"`
+		Status string `json:"status"`
+	}
+	if err != nil || code != 201 || json.Unmarshal([]byte(body), &post) != nil || post.ID == 0 || post.Status != "publish" {
+		w.fatalf("publish: status %d, err %v, body %.500q", code, err, body)
+	}
+	return wpPost{post.ID, title}
+}
+
+// expectPosts waits until every post's page, fetched without cookies, shows
+// its title, and the front page lists them all.
+func (w *wpClient) expectPosts(posts []wpPost, d time.Duration) {
+	w.t.Helper()
+	anon := &http.Client{Timeout: w.http.Timeout, Transport: wpTransport}
+	fetch := func(path string) (string, error) {
+		resp, err := anon.Get(w.site + path)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("status %d: %.300q", resp.StatusCode, b)
+		}
+		return string(b), err
+	}
+	var last error
+	if !waitFor(d, func() bool {
+		for _, p := range posts {
+			body, err := fetch(fmt.Sprintf("/?p=%d", p.id))
+			if err == nil && !strings.Contains(body, p.title) {
+				err = fmt.Errorf("post %d's page lacks %q", p.id, p.title)
+			}
+			if last = err; err != nil {
+				time.Sleep(time.Second)
+				return false
+			}
+		}
+		body, err := fetch("/")
+		for _, p := range posts {
+			if err == nil && !strings.Contains(body, p.title) {
+				err = fmt.Errorf("front page lacks %q", p.title)
+			}
+		}
+		last = err
+		return err == nil
+	}) {
+		w.fatalf("posts not found after %s: %v", d, last)
+	}
+}
