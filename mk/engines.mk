@@ -25,7 +25,10 @@ engines-deps:
 		echo "engines: could not build crictl $(CRICTL_VERSION); the CRI scenarios will skip"
 
 engines: bin/runh engines-deps
-	$(GO) test -count=1 -timeout 40m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)')
+	@mkdir -p build && rm -f build/engines-summary.txt
+	ENGINES_SUMMARY=$(CURDIR)/build/engines-summary.txt \
+		$(GO) test -count=1 -timeout 40m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)'); \
+		rc=$$?; $(if $(V),,cat build/engines-summary.txt 2>/dev/null;) exit $$rc
 
 engines-ref: engines-deps
 	ENGINE_RUNTIME_REF=$(ENGINES_REF) RUNH_TEST_MODES=process \
