@@ -148,6 +148,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 		qc.Incoming.Close()
 		qc.MemoryFile, qc.Incoming = "", nil
 		how, reason = template.Cold, "restore failed: "+err.Error()
+		keepRestoreLogs(qc.Dir)
 		v, err = launch(ctx, qc, false)
 	}
 	if qc.Incoming != nil {
@@ -174,6 +175,16 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	}
 	v.Times.AgentReady = v.Times.sinceStart()
 	return v, nil
+}
+
+// keepRestoreLogs keeps the logs of a restore that failed, which the boot
+// that follows would overwrite, as restore-*.log beside them.
+func keepRestoreLogs(dir string) {
+	for _, n := range []string{qemu.ConsoleLog, "qemu.log"} {
+		if b, err := os.ReadFile(filepath.Join(dir, n)); err == nil {
+			os.WriteFile(filepath.Join(dir, "restore-"+n), b, 0o600)
+		}
+	}
 }
 
 func orDir(dir, empty string) string {

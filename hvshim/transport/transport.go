@@ -248,7 +248,7 @@ func GuestAccept(kind Kind) (*yamux.Session, error) {
 		rwc = f
 	}
 	var h proto.Hello
-	if err := proto.ReadFrame(rwc, &h, 4096); err != nil {
+	if err := proto.ReadFrame(untilHost{rwc}, &h, 4096); err != nil {
 		rwc.Close()
 		return nil, fmt.Errorf("host hello: %w", err)
 	}
@@ -261,6 +261,23 @@ func GuestAccept(kind Kind) (*yamux.Session, error) {
 		return nil, fmt.Errorf("host hello: %v %s", err, reply.Error)
 	}
 	return yamux.Server(rwc, yamuxConfig())
+}
+
+// untilHost reads the host's hello from the virtio-serial port, waiting for
+// the host to connect: while no one is connected to QEMU's end, a read
+// returns end-of-file at once. A VM restored from a template resumes in
+// that state (the new QEMU's socket has no client yet); vsock never
+// returns it before the connection.
+type untilHost struct{ r io.Reader }
+
+func (u untilHost) Read(p []byte) (int, error) {
+	for {
+		n, err := u.r.Read(p)
+		if n > 0 || err != io.EOF {
+			return n, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // openSerial opens the virtio-serial port with the given name. Without udev

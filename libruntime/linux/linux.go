@@ -204,6 +204,12 @@ func (b *Backend) Signal(h *libruntime.Handle, sig unix.Signal, all bool) error 
 		}
 	}
 	if err := c.Signal(sig); err != nil {
+		// Init may die between libcontainer's check and its signal,
+		// and be reaped by a parent that waits on it (the VM's agent):
+		// Go then says the process is done. Either way it has stopped.
+		if errors.Is(err, os.ErrProcessDone) {
+			err = libcontainer.ErrNotRunning
+		}
 		if all && errors.Is(err, libcontainer.ErrNotRunning) {
 			return nil
 		}
