@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/runh-project/runh/hvshim/proto"
 	"github.com/runh-project/runh/hvshim/shim"
 	"github.com/runh-project/runh/libruntime"
@@ -83,16 +81,7 @@ func destroyMember(h *libruntime.Handle, sandbox string) error {
 		}
 	}
 	if pid := shimAlive(h); pid != 0 {
-		deadline := time.Now().Add(5 * time.Second)
-		for shimAlive(h) != 0 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if shimAlive(h) != 0 {
-			unix.Kill(pid, unix.SIGKILL)
-			for i := 0; i < 250 && shimAlive(h) != 0; i++ {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+		awaitHelper(h, pid, 5*time.Second) // it exits once removed
 	}
 	if err := shim.RemoveHostCgroup(h.Dir); err != nil {
 		return err

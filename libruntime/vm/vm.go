@@ -408,16 +408,7 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	}
 	if pid := shimAlive(h); pid != 0 {
 		shim.Call(h.Dir, shim.OpShutdown, nil, nil, 5*time.Second)
-		deadline := time.Now().Add(10 * time.Second)
-		for shimAlive(h) != 0 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if shimAlive(h) != 0 {
-			unix.Kill(pid, unix.SIGKILL)
-			for i := 0; i < 250 && shimAlive(h) != 0; i++ {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+		awaitHelper(h, pid, 10*time.Second)
 	}
 	// Only a create killed before it recorded the shim leaves processes no
 	// pid file names; scanning /proc is not worth it on every delete.
@@ -440,6 +431,22 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	}
 	runPoststop(h)
 	return nil
+}
+
+// awaitHelper gives the helper pid that stands for the container (its
+// shim, or a pod member's process) grace to exit, then kills it, and
+// returns once it is gone (or after 5 s more).
+func awaitHelper(h *libruntime.Handle, pid int, grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	for shimAlive(h) != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if shimAlive(h) != 0 {
+		unix.Kill(pid, unix.SIGKILL)
+		for i := 0; i < 250 && shimAlive(h) != 0; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // poststopFile holds the poststop hooks create saw.
