@@ -143,6 +143,7 @@ func (b *bench) run() error {
 		{"throughput", b.benchThroughput}, {"memory", b.benchMemory},
 		{"vm", b.benchVM}, // vm-run and vm-memory
 		{"net", b.benchNet}, {"userland", b.benchUserland}, {"pod", b.benchPod},
+		{"app", b.benchApp},
 	}
 	for _, s := range sections {
 		wanted := b.c.has(s.name)

@@ -1,8 +1,10 @@
 // Command bench compares runh with runc and crun (process isolation) and
 // with a bare QEMU boot (hypervisor isolation, VMs restored from a
 // template and booted), interleaving the contenders on one busybox
-// bundle; measures the network in both modes, and a real userland (Debian
-// with Python) in both modes beside runc; and writes docs/benchmarks.md
+// bundle; measures the network in both modes, a real userland (Debian
+// with Python) in both modes beside runc, and a real application
+// (WordPress and MariaDB under podman) in every assignment of its two
+// containers to the modes beside runc; and writes docs/benchmarks.md
 // and the raw samples as JSON. `make bench` (mk/bench.mk) runs it; nothing
 // here is an assertion.
 package main
@@ -24,7 +26,7 @@ import (
 )
 
 // Sections, in the order they run.
-var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net", "userland", "pod"}
+var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net", "userland", "pod", "app"}
 
 type config struct {
 	Runh, Runc, Crun string
@@ -42,6 +44,10 @@ type config struct {
 	UserlandN        int    // rounds of the userland section
 	UserlandRootfs   string // Debian rootfs; "" runs Mkdebian for it
 	Mkdebian         string
+	AppN             int    // rounds of the app section
+	AppSeconds       int    // seconds of load on the front page per sample
+	AppClients       int    // concurrent keep-alive clients of the load
+	Mkapp            string // builds (once, cached) and prints the app images' directory
 	MD, JSON         string
 	Workdir          string
 	Mkrootfs         string
@@ -82,6 +88,10 @@ func parseFlags() (*config, error) {
 	flag.IntVar(&c.UserlandN, "userland-n", 5, "rounds of the userland section (each: one container of steps and one whole run per contender)")
 	flag.StringVar(&c.UserlandRootfs, "userland-rootfs", "", "Debian rootfs with python3 for the userland section (default: what -mkdebian prints)")
 	flag.StringVar(&c.Mkdebian, "mkdebian", "scripts/mkdebian.sh", "builds (once, cached) and prints the Debian rootfs")
+	flag.IntVar(&c.AppN, "app-n", 2, "rounds of the app section (each: WordPress and MariaDB started, installed and loaded once per contender)")
+	flag.IntVar(&c.AppSeconds, "app-seconds", 10, "seconds of load on the front page per app sample")
+	flag.IntVar(&c.AppClients, "app-clients", 4, "concurrent keep-alive clients of the app section's load")
+	flag.StringVar(&c.Mkapp, "mkapp", "scripts/mkapp.sh", "builds (once, cached) and prints the app section's images")
 	flag.StringVar(&c.MD, "md", "docs/benchmarks.md", "markdown report (empty: none)")
 	flag.StringVar(&c.JSON, "json", "docs/benchmarks.json", "raw JSON results (empty: none)")
 	flag.StringVar(&c.Workdir, "workdir", "/run", "parent of the temporary bundles and state roots (tmpfs is best)")
@@ -108,12 +118,13 @@ func parseFlags() (*config, error) {
 	}
 	sort.Ints(c.TPConcurrency)
 	if c.N < 1 || c.MemN < 1 || c.TPTotal < 1 || c.TPRounds < 1 || c.VMN < 1 || c.VMMany < 1 ||
-		c.NetN < 1 || c.NetMiB < 1 || c.NetVMMiB < 1 || c.NetRequests < 1 || c.UserlandN < 1 {
+		c.NetN < 1 || c.NetMiB < 1 || c.NetVMMiB < 1 || c.NetRequests < 1 || c.UserlandN < 1 ||
+		c.AppN < 1 || c.AppSeconds < 1 || c.AppClients < 1 {
 		return nil, errors.New("iteration counts must be at least 1")
 	}
 	// Paths are resolved now: the harness changes nothing about its cwd,
 	// but runtimes get absolute paths only.
-	for _, p := range []*string{&c.Runh, &c.Mkrootfs, &c.Mkdebian, &c.UserlandRootfs, &c.MD, &c.JSON, &c.Workdir} {
+	for _, p := range []*string{&c.Runh, &c.Mkrootfs, &c.Mkdebian, &c.Mkapp, &c.UserlandRootfs, &c.MD, &c.JSON, &c.Workdir} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
 			if err != nil {

@@ -102,6 +102,7 @@ func (r *Report) reading() []string {
 	out = append(out, r.vmReading()...)
 	out = append(out, r.netReading()...)
 	out = append(out, r.userlandReading()...)
+	out = append(out, r.appReading()...)
 	if len(out) == 0 {
 		out = append(out, "No figures were produced.")
 	}

@@ -26,6 +26,7 @@ var tableTitles = map[string]string{
 	"steps":      "Steps timed inside one container per contender and round (s, lower is better)",
 	"whole":      "Whole `run` (s, lower is better)",
 	"pod":        "A pod: a sandbox and two containers in its namespaces (lower is better)",
+	app:          "WordPress and MariaDB under podman, by `database+web` runtime",
 }
 
 func (r *Report) write(mdPath, jsonPath string) error {
@@ -120,8 +121,9 @@ func (r *Report) markdown(jsonPath string) string {
 			"read the ratios as indicative only.\n\n", e.MaxLoad1, e.Cores)
 	}
 	for _, sec := range []struct{ id, title string }{{process, "Process isolation"}, {hypervisor, "Hypervisor isolation"},
-		{network, "Network"}, {userland, "Real userland"}, {pods, "Pods"}} {
-		if (sec.id == network && !c.has("net")) || (sec.id == userland && !c.has("userland")) || (sec.id == pods && !c.has("pod")) {
+		{network, "Network"}, {userland, "Real userland"}, {pods, "Pods"}, {app, "A real application"}} {
+		if (sec.id == network && !c.has("net")) || (sec.id == userland && !c.has("userland")) || (sec.id == pods && !c.has("pod")) ||
+			(sec.id == app && !c.has(app)) {
 			continue // absent from reports of runs without it
 		}
 		fmt.Fprintf(&b, "## %s\n\n", sec.title)
@@ -130,9 +132,11 @@ func (r *Report) markdown(jsonPath string) string {
 			r.vmPreamble(&b)
 		case userland:
 			r.userlandPreamble(&b)
+		case app:
+			r.appPreamble(&b)
 		}
 		r.skippedFor(&b, sec.id)
-		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network", "steps", "whole", "pod"} {
+		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network", "steps", "whole", "pod", app} {
 			rows := r.rows(sec.id, t)
 			if len(rows) > 0 {
 				fmt.Fprintf(&b, "### %s\n\n%s\n", tableTitles[t], table(rows))
@@ -251,6 +255,8 @@ func reportSection(name string) string {
 		return userland
 	case name == "pod":
 		return pods
+	case name == app:
+		return app
 	case strings.HasPrefix(name, "vm-"):
 		return hypervisor
 	}

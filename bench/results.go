@@ -60,6 +60,7 @@ type Report struct {
 	Config   *config           `json:"config"`
 	VM       *VMInfo           `json:"vm,omitempty"`
 	Userland *UserlandInfo     `json:"userland,omitempty"`
+	App      *AppInfo          `json:"app,omitempty"`
 	Skipped  map[string]string `json:"skipped,omitempty"` // section -> reason
 	Results  []*Result         `json:"results"`
 

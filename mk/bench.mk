@@ -5,7 +5,7 @@
 # without /sys/fs/cgroup/unified (crun refuses the hybrid layout) and writes
 # docs/benchmarks.md and docs/benchmarks.json.
 #
-#   make bench                         everything (about 15 minutes on 2 cores, TCG)
+#   make bench                         everything (about 17 minutes on 2 cores, TCG)
 #                                      runh, Debian's runc and crun, and runc-src
 #   make bench BENCH_FLAGS='-sections run,verbs -n 20'
 #   make bench BENCH_FLAGS='-md build/bench.md -json build/bench.json'
@@ -15,6 +15,10 @@
 #   make bench BENCH_FLAGS='-sections userland'   Python, a tree walk, reads, writes and a CPU job on
 #                                      Debian minbase (scripts/mkdebian.sh: debootstrap once, then cached),
 #                                      runh in both modes beside runc
+#   make bench BENCH_FLAGS='-sections app'   WordPress and MariaDB under podman (docs/demo-app.md),
+#                                      the four database+web assignments to runh's modes and both
+#                                      with runc: time to the first page, installation, front page
+#                                      requests/s (-app-n rounds: 2, about 6 minutes here)
 #   build/bench -h                     all flags
 #
 # Measure on a quiet machine: the report quotes the load average it saw.
@@ -30,9 +34,10 @@ BENCH_GUEST ?= guest-kernel
 # Debian's runc and crun are what runh is compared with; scripts/deps.sh
 # installs only what is missing (busybox-static and QEMU among its own).
 # iptables publishes the net section's port; debootstrap builds the
-# userland section's Debian rootfs.
+# userland section's Debian rootfs and the app section's images, which run
+# under podman (APP_PKGS, mk/app.mk).
 bench-deps:
-	@RUNH_EXTRA_PKGS="runc crun iptables debootstrap $(RUNH_EXTRA_PKGS)" scripts/deps.sh
+	@RUNH_EXTRA_PKGS="runc crun $(APP_PKGS) $(RUNH_EXTRA_PKGS)" scripts/deps.sh
 
 bench-build:
 	@mkdir -p $(dir $(BENCH_BIN))
