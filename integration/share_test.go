@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -111,6 +115,71 @@ func TestVolumeCoherent(t *testing.T) {
 		x.must("exec", id, "sh", "-c", "echo from-inside > /vol/h")
 		if got := readFile(filepath.Join(vol, "h")); got != "from-inside\n" {
 			t.Errorf("container's write seen on the host: %q", got)
+		}
+		x.must("delete", "--force", id)
+	})
+}
+
+// TestRootfsWriteMix: small writes that sit in the VM's page cache, a large
+// O_APPEND write after them and a large overwrite inside them (the guest
+// kernel sends large writes to the host at once) give the same bytes, on
+// the host and inside, as in process isolation.
+func TestRootfsWriteMix(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		root := writableRootfs(t, x)
+		script := `set -e
+head -c 100 /dev/zero | tr '\0' a > /m
+head -c 300000 /dev/zero | tr '\0' b > /b
+dd if=/b of=/m bs=300000 count=1 oflag=append conv=notrunc 2>/dev/null
+printf ccc >> /m
+head -c 70000 /dev/zero | tr '\0' d > /d
+dd if=/d of=/m bs=70000 count=1 seek=50 oflag=seek_bytes conv=notrunc 2>/dev/null
+sha256sum /m`
+		r := x.runO(opts{}, "run", "--bundle", x.bundle("mix", writableRoot(root), "sh", "-c", script), x.id("mix"))
+		if r.code != 0 {
+			t.Fatalf("run: %v", r)
+		}
+		want := []byte(strings.Repeat("a", 100) + strings.Repeat("b", 300000) + "ccc")
+		copy(want[50:], strings.Repeat("d", 70000))
+		got, err := os.ReadFile(filepath.Join(root, "m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("file on the host: %d bytes, want %d, equal prefix %d", len(got), len(want), commonPrefix(got, want))
+		}
+		if sum := fmt.Sprintf("%x", sha256.Sum256(want)); !strings.HasPrefix(r.stdout, sum) {
+			t.Errorf("file inside: sha256 %q, want %s", r.stdout, sum)
+		}
+	})
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// TestRootfsReadPermissions: once root has read a file that only root may
+// read (in a VM, read-only opens then share one open file on the host), a
+// process of another user still may not, and may read a file for all.
+func TestRootfsReadPermissions(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		root := writableRootfs(t, x)
+		os.WriteFile(filepath.Join(root, "secret"), []byte("root only\n"), 0o600)
+		os.WriteFile(filepath.Join(root, "public"), []byte("for all\n"), 0o644)
+		id := x.startContainer("perm", writableRoot(root), "sleep", "1000")
+		defer x.cleanupContainer(id)
+		if got := x.must("exec", id, "cat", "/secret", "/public").stdout; got != "root only\nfor all\n" {
+			t.Fatalf("root reads: %q", got)
+		}
+		if r := x.rt("exec", "--user", "65534:65534", id, "cat", "/secret"); r.code == 0 || !strings.Contains(r.stderr, "ermission denied") {
+			t.Errorf("another user read a root-only file: %v", r)
+		}
+		if got := x.must("exec", "--user", "65534:65534", id, "cat", "/public").stdout; got != "for all\n" {
+			t.Errorf("another user reads a file for all: %q", got)
 		}
 		x.must("delete", "--force", id)
 	})

@@ -14,7 +14,7 @@ set -eu
 demo="gcc make libc6-dev libseccomp-dev pkg-config busybox-static qemu-system-x86 xz-utils binutils"
 case ${1:-all} in
 demo) pkgs=$demo ;;
-all) pkgs="$demo procps iproute2 util-linux bc flex bison libelf-dev libssl-dev linux-source-6.1" ;;
+all) pkgs="$demo procps iproute2 util-linux bc flex bison libelf-dev libssl-dev patch linux-source-6.1" ;;
 *)
 	echo "usage: deps.sh [demo|all]" >&2
 	exit 2

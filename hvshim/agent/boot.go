@@ -237,6 +237,8 @@ func mountBase() error {
 // access goes to the host. Dirty pages of the rootfs are written back by
 // fsync (which QEMU turns into an fsync on the host) and by the sync the
 // agent does when a container's init exits, before the host hears of it.
+// runh's kernel makes cache=loose cheaper still (kernel/patches: shared
+// read-only fids, large writes sent at once); docs/hypervisor.md.
 const (
 	rootfsOpts = "trans=virtio,version=9p2000.L,msize=262144,access=client,cache=loose"
 	volumeOpts = "trans=virtio,version=9p2000.L,msize=262144,access=client,cache=none"

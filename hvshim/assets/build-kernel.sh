@@ -11,15 +11,16 @@
 # extracted into a temporary directory, `make ARCH=x86_64 tinyconfig`, then
 # the fragment hvshim/assets/kernel/guest.config merged on top and
 # `make olddefconfig`. Every option the fragment sets must end up set as
-# written; otherwise the build stops and names the option.
+# written; otherwise the build stops and names the option. runh's own kernel
+# changes, hvshim/assets/kernel/patches/*.patch, are applied before.
 #
 # The result is cached in ${RUNH_CACHE_DIR:-/var/cache/runh}/kernel/<key>/,
-# key = sha256 of the fragment, this script, the linux-source package version
-# and the compiler version: a second build, or a fresh clone on the same
+# key = sha256 of the fragment, this script, the patches, the linux-source
+# package version and the compiler version: a second build, or a fresh clone on the same
 # machine, copies the cached kernel. OUT and the cache entry are written
 # atomically (temporary directory + rename); the three newest entries are kept.
 #
-# Needs: make gcc bc flex bison libelf-dev libssl-dev linux-source-6.1
+# Needs: make gcc bc flex bison libelf-dev libssl-dev patch linux-source-6.1
 # (scripts/deps.sh installs them). About 8 minutes on 2 cores, once. The
 # build reports its progress: elapsed time, files compiled out of about how
 # many, time left; on a terminal in one line rewritten every 2 s, otherwise a
@@ -62,6 +63,11 @@ key=$({
 	cat "$frag"
 	echo "script"
 	cat "$0"
+	for p in "$here"/kernel/patches/*.patch; do
+		[ -e "$p" ] || continue
+		echo "patch $(basename "$p")"
+		cat "$p"
+	done
 	echo "source $pkg $pkgver $(stat -c %s "$src")"
 	echo "cc $ccver"
 } | sha256sum | cut -c1-32)
@@ -136,6 +142,12 @@ kpid=""
 echo "build-kernel: extracted in $(mmss $(($(date +%s) - start)))"
 ksrc=$(find "$tmp" -mindepth 1 -maxdepth 1 -type d | head -n1)
 [ -n "$ksrc" ] || die "nothing extracted from $src"
+# runh's own changes to the kernel (kernel/patches/README), in name order.
+for p in "$here"/kernel/patches/*.patch; do
+	[ -e "$p" ] || continue
+	patch -s -p1 -d "$ksrc" --no-backup-if-mismatch <"$p" || die "patch $(basename "$p") does not apply to $pkg $pkgver"
+	echo "build-kernel: applied $(basename "$p")"
+done
 
 # Reproducible identification inside the guest (uname -v).
 export KBUILD_BUILD_USER=runh KBUILD_BUILD_HOST=runh \
