@@ -29,7 +29,7 @@ lint:
 	$(GO) vet -tags "$(TAGS)" ./...
 
 unit:
-	$(GO) test -tags "$(TAGS)" -count=1 ./libruntime/... ./hvshim/... ./bench/
+	$(GO) test -tags "$(TAGS)" -count=1 ./libruntime/... ./hvshim/... ./bench/ ./integration/wordpress/
 
 # Unit tests that boot a VM use the real binary.
 unit: export RUNH_TEST_BINARY = $(CURDIR)/bin/runh

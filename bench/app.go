@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/runh-project/runh/integration/wordpress"
 )
 
 // The app section: issue 17's WordPress (nginx, php-fpm) and MariaDB under
@@ -75,20 +75,6 @@ type appCombo struct {
 
 func appComboName(db, web string) string { return db + "+" + web }
 
-// appDBAddr is the database's fixed address in a podman network's /24:
-// podman 4.3's CNI networks have no name service (as in the demo).
-func appDBAddr(subnet string) (string, error) {
-	ip, n, err := net.ParseCIDR(strings.TrimSpace(subnet))
-	if err != nil || ip.To4() == nil {
-		return "", fmt.Errorf("network %s has subnet %q, not IPv4", appName, subnet)
-	}
-	if ones, _ := n.Mask.Size(); ones > 24 {
-		return "", fmt.Errorf("network %s has subnet %s, smaller than a /24", appName, subnet)
-	}
-	a := n.IP.To4()
-	return fmt.Sprintf("%d.%d.%d.10", a[0], a[1], a[2]), nil
-}
-
 // appFront says whether a front page is the installed site's: its title
 // and the post every installation starts with.
 func appFront(code int, body string) bool {
@@ -110,7 +96,7 @@ func appLoad(ctx context.Context, url string, clients int, d time.Duration, good
 			c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}
 			defer c.CloseIdleConnections()
 			for time.Since(start) < d && ctx.Err() == nil {
-				code, body, err := appGet(ctx, c, url)
+				code, body, err := wordpress.Get(ctx, c, url)
 				mu.Lock()
 				if err == nil && good(code, body) {
 					ok++
@@ -123,26 +109,6 @@ func appLoad(ctx context.Context, url string, clients int, d time.Duration, good
 	}
 	wg.Wait()
 	return ok, bad, time.Since(start)
-}
-
-func appGet(ctx context.Context, c *http.Client, url string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	return appDo(c, req)
-}
-
-// appDo sends req and reads the whole answer, which lets the connection
-// be kept alive.
-func appDo(c *http.Client, req *http.Request) (int, string, error) {
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
 }
 
 // appRun is the section's podman state: what exists and must be removed.
@@ -228,7 +194,7 @@ func (b *bench) appSetup(a *appRun) (*AppInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.dbIP, err = appDBAddr(subnet); err != nil {
+	if a.dbIP, err = wordpress.DBAddr(subnet); err != nil {
 		return nil, err
 	}
 	// podman's default ulimits exceed the hard limits of a root without
@@ -310,42 +276,30 @@ func (a *appRun) round(c appCombo) (s appSample, err error) {
 			return s, err
 		}
 	}
-	hc := &http.Client{Timeout: 3 * time.Minute, Transport: &http.Transport{Proxy: nil},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	defer hc.CloseIdleConnections()
+	wp := wordpress.New(site)
+	defer wp.HTTP.CloseIdleConnections()
 	// The first page, as the demo waits for it: the installer's form,
 	// served by PHP once it reached the database.
-	var last string
 	for {
-		code, body, err := appGet(a.b.ctx, hc, site+"/wp-admin/install.php")
-		if err == nil && code == 200 && strings.Contains(body, `name="weblog_title"`) {
+		last := wp.InstallerReady(a.b.ctx)
+		if last == nil {
 			break
 		}
-		last = fmt.Sprintf("status %d, %v, %.200q", code, err, body)
 		if time.Since(t0) > 5*time.Minute || a.b.ctx.Err() != nil {
-			return s, fmt.Errorf("no installer page after %s (%s); %s", time.Since(t0).Round(time.Second), last, a.logs())
+			return s, fmt.Errorf("no installer page after %s (%v); %s", time.Since(t0).Round(time.Second), last, a.logs())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 	s.first = time.Since(t0)
 	t1 := time.Now()
-	form := url.Values{
-		"weblog_title": {appTitle}, "user_name": {"admin"},
-		"admin_password": {appAdminPw}, "admin_password2": {appAdminPw}, "pw_weak": {"1"},
-		"admin_email": {"admin@example.invalid"}, "blog_public": {"0"},
-		"Submit": {"Install WordPress"}, "language": {""},
-	}
-	req, _ := http.NewRequestWithContext(a.b.ctx, "POST", site+"/wp-admin/install.php?step=2", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	code, body, err := appDo(hc, req)
-	if err != nil || code != 200 || !strings.Contains(body, "Success!") {
-		return s, fmt.Errorf("install: status %d, %v, %.300q", code, err, body)
+	if err := wp.Install(a.b.ctx, appTitle, appAdminPw); err != nil {
+		return s, err
 	}
 	s.install = time.Since(t1)
 	// A few untimed pages: the first renders after the installation fill
 	// PHP's and MariaDB's caches.
 	for range appWarm {
-		code, body, err := appGet(a.b.ctx, hc, site+"/")
+		code, body, err := wp.Get(a.b.ctx, "/")
 		if err != nil || !appFront(code, body) {
 			return s, fmt.Errorf("front page: status %d, %v, %.300q", code, err, body)
 		}

@@ -11,23 +11,6 @@ import (
 	"time"
 )
 
-func TestAppDBAddr(t *testing.T) {
-	for subnet, want := range map[string]string{
-		"10.89.0.0/24\n": "10.89.0.10",
-		"10.88.7.0/24":   "10.88.7.10",
-		"172.16.0.0/16":  "172.16.0.10",
-	} {
-		if got, err := appDBAddr(subnet); err != nil || got != want {
-			t.Errorf("appDBAddr(%q) = %q, %v; want %q", subnet, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "10.89.0.0/25", "fd00::/64", "10.89.0.0"} {
-		if got, err := appDBAddr(bad); err == nil {
-			t.Errorf("appDBAddr(%q) = %q, want an error", bad, got)
-		}
-	}
-}
-
 func TestAppFront(t *testing.T) {
 	page := "<html><head><title>" + appTitle + " &#8211; Just another site</title></head><body>Hello world!</body></html>"
 	if !appFront(200, page) {

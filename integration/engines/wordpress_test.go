@@ -13,12 +13,9 @@ package engines
 // bounds (WP_FULL=1 runs the whole flow in every combination).
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,13 +25,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runh-project/runh/integration/wordpress"
 )
 
 const (
 	wpDBImage  = "localhost/runh-app-db:latest"
 	wpWebImage = "localhost/runh-app-web:latest"
 	wpDBPass   = "runh-db-secret"
-	wpAdmin    = "admin"
 	wpAdminPw  = "runh-wp-admin-secret"
 )
 
@@ -248,8 +246,10 @@ func (a *wpApp) start() {
 	webArgs := []string{"run", "-d", "--runtime", a.runtime(a.webMode), "--name", a.web, "--network", a.network,
 		"--tmpfs", "/run/php", "-p", strings.TrimPrefix(a.site, "http://") + ":80", "-e", "DB_PASSWORD=" + wpDBPass}
 	if a.engine == "podman" {
-		s := a.ok("network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}", a.network)
-		ip := strings.TrimSuffix(s, "0/24") + "10"
+		ip, err := wordpress.DBAddr(a.ok("network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}", a.network))
+		if err != nil {
+			a.t.Fatal(err)
+		}
 		dbArgs = append(dbArgs, "--ip", ip)
 		webArgs = append(webArgs, "--add-host", "wp-db:"+ip)
 		dbHost = "wp-db"
@@ -307,7 +307,7 @@ func (a *wpApp) scenario(full bool) {
 	a.step("first page", func() {
 		a.start()
 		// The installer's form: served by PHP, which reached the database.
-		w.waitPage("/wp-admin/install.php", `name="weblog_title"`, 5*time.Minute)
+		w.waitInstaller(5 * time.Minute)
 	})
 	a.step("install", w.install)
 	a.step("login", w.login)
@@ -416,14 +416,11 @@ func (a *wpApp) teardown() {
 
 // ---- WordPress over HTTP ----
 
-// wpTransport never goes through a proxy the environment names: the site is
-// on the host's loopback.
-var wpTransport = &http.Transport{Proxy: nil}
-
+// wpClient is a wordpress.Client that fails the test, with both
+// containers' logs, when a step fails.
 type wpClient struct {
+	*wordpress.Client
 	t    *testing.T
-	site string
-	http *http.Client // cookies; redirects are not followed
 	logs func() string
 }
 
@@ -433,41 +430,7 @@ type wpPost struct {
 }
 
 func newWPClient(t *testing.T, site string, logs func() string) *wpClient {
-	jar, _ := cookiejar.New(nil)
-	return &wpClient{t: t, site: site, logs: logs, http: &http.Client{
-		Jar:       jar,
-		Transport: wpTransport,
-		// PHP in a TCG VM is an order of magnitude slower than on the host.
-		Timeout:       3 * time.Minute,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
-}
-
-func (w *wpClient) do(req *http.Request) (int, string, error) {
-	resp, err := w.http.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-func (w *wpClient) get(path string) (int, string, error) {
-	req, err := http.NewRequest("GET", w.site+path, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	return w.do(req)
-}
-
-func (w *wpClient) postForm(path string, v url.Values) (int, string, error) {
-	req, err := http.NewRequest("POST", w.site+path, strings.NewReader(v.Encode()))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return w.do(req)
+	return &wpClient{Client: wordpress.New(site), t: t, logs: logs}
 }
 
 func (w *wpClient) fatalf(format string, args ...any) {
@@ -475,99 +438,55 @@ func (w *wpClient) fatalf(format string, args ...any) {
 	w.t.Fatalf(format+"\n%s", append(args, w.logs())...)
 }
 
-// waitPage polls path until it answers 200 with want in the page.
-func (w *wpClient) waitPage(path, want string, d time.Duration) {
+// waitInstaller polls the installer's page until PHP serves it.
+func (w *wpClient) waitInstaller(d time.Duration) {
 	w.t.Helper()
-	var last string
+	var last error
 	if !waitFor(d, func() bool {
-		code, body, err := w.get(path)
-		last = fmt.Sprintf("status %d, err %v, body %.300q", code, err, body)
-		if err != nil {
+		last = w.InstallerReady(context.Background())
+		if last != nil {
 			time.Sleep(time.Second)
 		}
-		return err == nil && code == 200 && strings.Contains(body, want)
+		return last == nil
 	}) {
-		w.fatalf("GET %s: no page with %q after %s: %s", path, want, d, last)
+		w.fatalf("no installer page after %s: %v", d, last)
 	}
 }
 
-// install completes the installer's second step, as its form posts it.
 func (w *wpClient) install() {
 	w.t.Helper()
-	code, body, err := w.postForm("/wp-admin/install.php?step=2", url.Values{
-		"weblog_title": {"runh demo"}, "user_name": {wpAdmin},
-		"admin_password": {wpAdminPw}, "admin_password2": {wpAdminPw}, "pw_weak": {"1"},
-		"admin_email": {"admin@example.invalid"}, "blog_public": {"0"},
-		"Submit": {"Install WordPress"}, "language": {""},
-	})
-	if err != nil || code != 200 || !strings.Contains(body, "Success!") {
-		w.fatalf("install: status %d, err %v, body %.500q", code, err, body)
+	if err := w.Install(context.Background(), "runh demo", wpAdminPw); err != nil {
+		w.fatalf("%v", err)
 	}
 }
 
-// login posts the login form (after the GET that sets WordPress's test
-// cookie) and checks the logged-in cookie came back.
 func (w *wpClient) login() {
 	w.t.Helper()
-	if code, _, err := w.get("/wp-login.php"); err != nil || code != 200 {
-		w.fatalf("GET wp-login.php: status %d, err %v", code, err)
+	if err := w.Login(context.Background(), wpAdminPw); err != nil {
+		w.fatalf("%v", err)
 	}
-	code, body, err := w.postForm("/wp-login.php", url.Values{
-		"log": {wpAdmin}, "pwd": {wpAdminPw}, "wp-submit": {"Log In"},
-		"redirect_to": {w.site + "/wp-admin/"}, "testcookie": {"1"},
-	})
-	if err != nil || code != 302 {
-		w.fatalf("login: status %d (want a 302 to wp-admin), err %v, body %.500q", code, err, body)
-	}
-	u, _ := url.Parse(w.site + "/")
-	for _, c := range w.http.Jar.Cookies(u) {
-		if strings.HasPrefix(c.Name, "wordpress_logged_in_") {
-			return
-		}
-	}
-	w.fatalf("login: no wordpress_logged_in cookie (got %v)", w.http.Jar.Cookies(u))
 }
 
-// publish creates a published post through the REST API, authenticated by
-// the login's cookies and the nonce WordPress hands a logged-in user.
 func (w *wpClient) publish(title string) wpPost {
 	w.t.Helper()
-	code, nonce, err := w.get("/wp-admin/admin-ajax.php?action=rest-nonce")
-	nonce = strings.TrimSpace(nonce)
-	if err != nil || code != 200 || nonce == "" || nonce == "0" {
-		w.fatalf("rest nonce: status %d, err %v, body %.200q", code, err, nonce)
+	id, err := w.Publish(context.Background(), title)
+	if err != nil {
+		w.fatalf("%v", err)
 	}
-	b, _ := json.Marshal(map[string]string{"title": title, "content": "Written through the published port: " + title, "status": "publish"})
-	req, _ := http.NewRequest("POST", w.site+"/?rest_route=/wp/v2/posts", strings.NewReader(string(b)))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-WP-Nonce", nonce)
-	code, body, err := w.do(req)
-	var post struct {
-		ID     int    `json:"id"`
-		Status string `json:"status"`
-	}
-	if err != nil || code != 201 || json.Unmarshal([]byte(body), &post) != nil || post.ID == 0 || post.Status != "publish" {
-		w.fatalf("publish: status %d, err %v, body %.500q", code, err, body)
-	}
-	return wpPost{post.ID, title}
+	return wpPost{id, title}
 }
 
 // expectPosts waits until every post's page, fetched without cookies, shows
 // its title, and the front page lists them all.
 func (w *wpClient) expectPosts(posts []wpPost, d time.Duration) {
 	w.t.Helper()
-	anon := &http.Client{Timeout: w.http.Timeout, Transport: wpTransport}
+	anon := &http.Client{Timeout: w.HTTP.Timeout, Transport: wordpress.Transport}
 	fetch := func(path string) (string, error) {
-		resp, err := anon.Get(w.site + path)
-		if err != nil {
-			return "", err
+		code, body, err := wordpress.Get(context.Background(), anon, w.Site+path)
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d: %.300q", code, body)
 		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err == nil && resp.StatusCode != 200 {
-			err = fmt.Errorf("status %d: %.300q", resp.StatusCode, b)
-		}
-		return string(b), err
+		return body, err
 	}
 	var last error
 	if !waitFor(d, func() bool {
