@@ -141,6 +141,22 @@ up) ;;
 	;;
 esac
 
+# A failure from here on leaves nothing behind: what the demo made is
+# removed (the containers' logs were shown), and a dockerd it started for
+# itself is stopped; what existed before is left alone.
+made=false started=false
+cleanup() {
+	rc=$?
+	[ "$rc" -eq 0 ] && return
+	if $made; then
+		echo "demo-app: failed: removing what it made" >&2
+		down >&2
+	elif $started; then
+		stopDockerd >&2
+	fi
+}
+trap cleanup EXIT
+
 dbrt=${DEMO_APP_DB:-runh-vm}
 webrt=${DEMO_APP_WEB:-runh}
 port=${DEMO_APP_PORT:-8080}
@@ -158,6 +174,7 @@ if [ "$engine" = docker ]; then
 			done
 		else
 			startDockerd
+			started=true
 		fi
 	fi
 else
@@ -178,6 +195,7 @@ fi
 
 dir=$("$top/scripts/mkapp.sh")
 key=$(basename "$dir")
+made=true
 # podman's import reports its progress on stderr unless -q, which Docker's lacks.
 quiet=
 [ "$engine" = docker ] || quiet=-q
