@@ -29,6 +29,19 @@ func writableRoot(dir string) func(*specs.Spec) {
 	return func(s *specs.Spec) { s.Root = &specs.Root{Path: dir} }
 }
 
+// startReady starts a container on root running script, which prints
+// "ready" once set up, and waits for that line.
+func (x *h) startReady(name, root, script string) string {
+	x.t.Helper()
+	id := x.id(name)
+	out := createFile(x.t, x.dir, name+".out")
+	x.create(id, x.bundle(name, writableRoot(root), "sh", "-c", script), out)
+	x.cleanupContainer(id)
+	x.must("start", id)
+	waitFileCount(x.t, fileName(out), "ready", 1, x.timeout())
+	return id
+}
+
 // TestRootfsWrites: what a container writes to its rootfs is in the host's
 // files once it has exited, and once delete --force has killed it (the
 // VM's rootfs share caches writes in the guest).
@@ -48,13 +61,7 @@ func TestRootfsWrites(t *testing.T) {
 			t.Errorf("hard link not on the host as one inode")
 		}
 
-		id := x.id("rootfs-kill")
-		out := createFile(t, x.dir, "kill.out")
-		x.create(id, x.bundle("rootfs-kill", writableRoot(root),
-			"sh", "-c", "echo written-then-killed > /data/killed; echo ready; sleep 1000"), out)
-		defer x.cleanupContainer(id)
-		x.must("start", id)
-		waitFileCount(t, fileName(out), "ready", 1, x.timeout())
+		id := x.startReady("rootfs-kill", root, "echo written-then-killed > /data/killed; echo ready; sleep 1000")
 		x.must("delete", "--force", id)
 		if got := readFile(filepath.Join(root, "data/killed")); got != "written-then-killed\n" {
 			t.Errorf("file written by a container killed by delete --force: %q", got)
@@ -67,13 +74,7 @@ func TestRootfsWrites(t *testing.T) {
 func TestRootfsFsyncSurvivesVMM(t *testing.T) {
 	forEachMode(t, func(t *testing.T, x *h) {
 		root := writableRootfs(t, x)
-		id := x.id("fsync")
-		out := createFile(t, x.dir, "fsync.out")
-		x.create(id, x.bundle("fsync", writableRoot(root),
-			"sh", "-c", "echo durable > /durable && dd if=/durable of=/durable2 conv=fsync 2>/dev/null && echo synced; sleep 1000"), out)
-		defer x.cleanupContainer(id)
-		x.must("start", id)
-		waitFileCount(t, fileName(out), "synced", 1, x.timeout())
+		id := x.startReady("fsync", root, "echo durable > /durable && dd if=/durable of=/durable2 conv=fsync 2>/dev/null && echo ready; sleep 1000")
 		victim := x.state(id).Pid
 		if x.mode == ModeHypervisor {
 			victim = qemuChild(t, victim)
@@ -180,6 +181,36 @@ func TestRootfsReadPermissions(t *testing.T) {
 		}
 		if got := x.must("exec", "--user", "65534:65534", id, "cat", "/public").stdout; got != "for all\n" {
 			t.Errorf("another user reads a file for all: %q", got)
+		}
+		x.must("delete", "--force", id)
+	})
+}
+
+// TestRootfsSharedReadOpens: in a VM, read-only opens of one rootfs file by
+// one user share one open file on the host (runh's kernel patch,
+// docs/hypervisor.md), so opening a cached file again costs no message to
+// QEMU: four descriptors in the container, one in QEMU.
+func TestRootfsSharedReadOpens(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		if x.mode != ModeHypervisor {
+			t.Skip("no VMM (no 9p share) with process isolation")
+		}
+		root := writableRootfs(t, x)
+		os.WriteFile(filepath.Join(root, "shared-read"), []byte("x\n"), 0o644)
+		id := x.startReady("sharedread", root, "exec 3</shared-read 4</shared-read 5</shared-read 6</shared-read; echo ready; sleep 1000")
+		qemu := qemuChild(t, x.state(id).Pid)
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", qemu))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range ents {
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", qemu, e.Name())); err == nil && strings.HasSuffix(l, "/shared-read") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("QEMU holds %d open files for 4 read-only opens of one file in the container, want 1", n)
 		}
 		x.must("delete", "--force", id)
 	})
