@@ -230,6 +230,7 @@ func build(ctx context.Context, qc *qemu.Config, key string, scratchTaps func(in
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return ErrBusy
 	}
+	defer prune(root) // also after a failed build: what killed ones left
 	if _, err := os.Stat(filepath.Join(root, key, "meta.json")); err == nil {
 		return nil // made while we looked
 	}
@@ -313,11 +314,7 @@ func build(ctx context.Context, qc *qemu.Config, key string, scratchTaps func(in
 	if err := libruntime.WriteFileAtomic(filepath.Join(tmp, "meta.json"), m, 0o600); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(root, key)); err != nil {
-		return err
-	}
-	prune(root)
-	return nil
+	return os.Rename(tmp, filepath.Join(root, key))
 }
 
 // waitMarker waits until the guest's agent says it waits for the host.
@@ -390,6 +387,7 @@ func prune(root string) {
 		Invalidate(x.name)
 		os.Remove(filepath.Join(root, x.name+".lock"))
 	}
+	sweep(root, ents)
 	// Locks of templates that were never made (their build failed) or
 	// are gone, once no build can still hold them.
 	locks, _ := filepath.Glob(filepath.Join(root, "*.lock"))
@@ -399,6 +397,32 @@ func prune(root string) {
 			os.Remove(l)
 		}
 	}
+}
+
+// sweep removes what creates that were killed left behind: a build's
+// temporary directory, once no build of its key holds the key's lock, and
+// a template renamed away to be removed (Invalidate).
+func sweep(root string, ents []os.DirEntry) {
+	for _, e := range ents {
+		name := e.Name()
+		if i := strings.Index(name, ".tmp-"); i > 0 && e.IsDir() {
+			if idle(filepath.Join(root, name[:i]+".lock")) {
+				os.RemoveAll(filepath.Join(root, name))
+			}
+		} else if strings.Contains(name, ".gone-") && e.IsDir() {
+			os.RemoveAll(filepath.Join(root, name))
+		}
+	}
+}
+
+// idle says whether no one holds the lock file (a missing one included).
+func idle(lock string) bool {
+	f, err := os.Open(lock)
+	if err != nil {
+		return os.IsNotExist(err)
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
 }
 
 // List returns the templates present, for runh check.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/runh-project/runh/hvshim/qemu"
 )
 
@@ -89,5 +91,32 @@ func TestOpenRefusesChangedMemory(t *testing.T) {
 	if f, err := open(dir, 1); err == nil {
 		f.Close()
 		t.Fatal("a memory file written since: accepted")
+	}
+}
+
+// What killed creates left behind goes at the next prune: a build's
+// temporary directory unless a build of its key still holds the lock,
+// and a template renamed away for removal. Templates stay.
+func TestPruneSweepsLeftovers(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"aaaa", "aaaa.tmp-1", "bbbb.tmp-2", "cccc.gone-3"} {
+		if err := os.MkdirAll(filepath.Join(root, d, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(root, "aaaa", "meta.json"), nil, 0o600)
+	lock, err := os.OpenFile(filepath.Join(root, "bbbb.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	prune(root)
+	for d, want := range map[string]bool{"aaaa": true, "aaaa.tmp-1": false, "bbbb.tmp-2": true, "cccc.gone-3": false} {
+		if _, err := os.Stat(filepath.Join(root, d)); (err == nil) != want {
+			t.Errorf("%s present: %v, want %v", d, err == nil, want)
+		}
 	}
 }
