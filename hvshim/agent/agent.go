@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runh-project/runh/hvshim/transport"
+	"github.com/runh-project/runh/hvshim/vmnet"
 )
 
 var initAt, readyAt float64
@@ -48,6 +49,14 @@ func run() error {
 	os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	if err := mountBase(); err != nil {
 		return err
+	}
+	// Made now, so that a VM restored from a template has it: the
+	// container's network (OpNetwork) starts from it. Made at create if
+	// this fails.
+	if ns, err := vmnet.Prepare(); err == nil {
+		ns.Close()
+	} else {
+		fmt.Fprintf(os.Stderr, "runh-agent: %v\n", err)
 	}
 	// The shares are mounted when the host says (OpBoot): a VM saved as a
 	// template must not have them mounted (QEMU refuses to migrate then).

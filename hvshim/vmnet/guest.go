@@ -17,7 +17,56 @@ import (
 // agent's own (the guest's root namespace) keeps only its loopback.
 const GuestNS = "/run/runh/netns/net"
 
-// Setup recreates cfg in the guest, in a new network namespace at GuestNS,
+// Prepare makes the guest's network namespace at GuestNS, as every
+// container's network starts: loopback up, and no duplicate address
+// detection (the addresses are the host's, already unique on their
+// network, and DAD would hold IPv6 back for a second or more after the
+// container starts). The agent calls it while booting, so that a VM
+// restored from a template (hvshim/template) has it made: about 70 ms
+// less of each create under TCG. The namespace holds nothing of any
+// container's until Setup. An existing one is opened.
+func Prepare() (netns.NsHandle, error) {
+	if ns, err := openNetNS(GuestNS); err == nil {
+		return ns, nil
+	}
+	ns, err := newNamedNS(GuestNS)
+	if err != nil {
+		return -1, fmt.Errorf("guest network namespace: %w", err)
+	}
+	if err := initNS(ns); err != nil {
+		ns.Close()
+		unix.Unmount(GuestNS, unix.MNT_DETACH)
+		os.Remove(GuestNS)
+		return -1, err
+	}
+	return ns, nil
+}
+
+func initNS(ns netns.NsHandle) error {
+	if err := inNS(ns, func() error {
+		for _, k := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/accept_dad", []byte("0"), 0); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("sysctl accept_dad: %w", err)
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if lo, err := h.LinkByName("lo"); err == nil {
+		if err := h.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("lo up: %w", err)
+		}
+	}
+	return nil
+}
+
+// Setup recreates cfg in the guest, in the network namespace at GuestNS,
 // and returns its path for the container's spec. open opens a stream to
 // the host, for the DNS relay. The virtio-net interfaces are found by MAC
 // address, renamed and configured as on the host.
@@ -27,11 +76,9 @@ func Setup(cfg *Config, open func() (net.Conn, error)) (string, error) {
 	}
 	// Made once; a later call (interfaces an engine added after create)
 	// configures the same namespace, which the container has joined.
-	ns, err := openNetNS(GuestNS)
+	ns, err := Prepare()
 	if err != nil {
-		if ns, err = newNamedNS(GuestNS); err != nil {
-			return "", fmt.Errorf("guest network namespace: %w", err)
-		}
+		return "", err
 	}
 	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
@@ -51,24 +98,41 @@ func Setup(cfg *Config, open func() (net.Conn, error)) (string, error) {
 }
 
 func setupLinks(h *netlink.Handle, ns netns.NsHandle, cfg *Config) error {
-	// No duplicate address detection: the addresses are the host's,
-	// already unique on their network, and DAD would hold IPv6 back for
-	// a second or more after the container starts.
-	if err := inNS(ns, func() error {
-		for _, k := range []string{"all", "default"} {
-			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/accept_dad", []byte("0"), 0); err != nil && !os.IsNotExist(err) {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("sysctl accept_dad: %w", err)
-	}
-	if lo, err := h.LinkByName("lo"); err == nil {
-		if err := h.LinkSetUp(lo); err != nil {
-			return fmt.Errorf("lo up: %w", err)
+	if len(cfg.Interfaces) > 0 {
+		if err := moveLinks(h, ns, cfg); err != nil {
+			return err
 		}
 	}
+	// Routes through a gateway need the routes that reach the gateway.
+	routes := append([]Route(nil), cfg.Routes...)
+	sort.SliceStable(routes, func(i, j int) bool { return routes[i].Gw == "" && routes[j].Gw != "" })
+	for _, r := range routes {
+		if err := addRoute(h, r); err != nil {
+			return fmt.Errorf("route %s: %w", r, err)
+		}
+	}
+	for _, n := range cfg.Neighbors {
+		l, err := h.LinkByName(n.Dev)
+		if err != nil {
+			return err
+		}
+		mac, _ := net.ParseMAC(n.MAC)
+		ip := net.ParseIP(n.IP)
+		fam := netlink.FAMILY_V4
+		if ip.To4() == nil {
+			fam = netlink.FAMILY_V6
+		}
+		if err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT,
+			IP: ip, HardwareAddr: mac}); err != nil {
+			return fmt.Errorf("neighbour %s: %w", n.IP, err)
+		}
+	}
+	return nil
+}
+
+// moveLinks finds cfg's interfaces among the guest's devices by MAC
+// address, then names, moves and configures them in ns.
+func moveLinks(h *netlink.Handle, ns netns.NsHandle, cfg *Config) error {
 	root, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
@@ -103,30 +167,6 @@ func setupLinks(h *netlink.Handle, ns netns.NsHandle, cfg *Config) error {
 		}
 		if err := configureLink(h, tmp, iface); err != nil {
 			return fmt.Errorf("interface %s: %w", iface.Name, err)
-		}
-	}
-	// Routes through a gateway need the routes that reach the gateway.
-	routes := append([]Route(nil), cfg.Routes...)
-	sort.SliceStable(routes, func(i, j int) bool { return routes[i].Gw == "" && routes[j].Gw != "" })
-	for _, r := range routes {
-		if err := addRoute(h, r); err != nil {
-			return fmt.Errorf("route %s: %w", r, err)
-		}
-	}
-	for _, n := range cfg.Neighbors {
-		l, err := h.LinkByName(n.Dev)
-		if err != nil {
-			return err
-		}
-		mac, _ := net.ParseMAC(n.MAC)
-		ip := net.ParseIP(n.IP)
-		fam := netlink.FAMILY_V4
-		if ip.To4() == nil {
-			fam = netlink.FAMILY_V6
-		}
-		if err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT,
-			IP: ip, HardwareAddr: mac}); err != nil {
-			return fmt.Errorf("neighbour %s: %w", n.IP, err)
 		}
 	}
 	return nil
