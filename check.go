@@ -56,7 +56,7 @@ var checkCommand = &cli.Command{
 		fmt.Printf("  confinement:  seccomp (%s), %s\n", c.Seccomp, c.Jail)
 		fmt.Printf("                namespaces %s, user %s, capabilities %s, no_new_privs, rlimits %s\n",
 			strings.Join(c.Namespaces, ","), c.User, strings.Join(c.Capabilities, ","), strings.Join(c.Rlimits, ","))
-		fmt.Printf("  templates:    %d in %s (made on first use; --vm-template=false boots instead)\n", h.Templates, h.TemplateDir)
+		fmt.Printf("  templates:    %d in %s (made on first use or by `runh template`; --vm-template=false boots instead)\n", h.Templates, h.TemplateDir)
 		return nil
 	},
 }

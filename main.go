@@ -77,7 +77,7 @@ func main() {
 			createCommand, startCommand, stateCommand, killCommand, deleteCommand,
 			runCommand, execCommand, listCommand, psCommand, pauseCommand, resumeCommand,
 			updateCommand, eventsCommand, featuresCommand, specCommand,
-			checkpointCommand, restoreCommand, checkCommand, shimCommand,
+			checkpointCommand, restoreCommand, checkCommand, templateCommand, shimCommand,
 		},
 		Before: setupLogging,
 		Action: func(ctx context.Context, cmd *cli.Command) error {

@@ -86,53 +86,17 @@ func Initrd(g *assets.Guest, init string) (string, error) {
 // booted, and waits until its agent answers and has taken the shares,
 // the host's clock and fresh entropy. On error nothing is left running.
 func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
-	g, err := assets.Find()
-	if err != nil {
-		return nil, err
-	}
-	rd, err := Initrd(g, c.Init)
-	if err != nil {
-		return nil, err
-	}
-	accel := qemu.Accel{Name: c.Accel, Reason: "requested"}
-	if c.Accel == "" {
-		accel = qemu.ProbeAccel()
-	}
-	if c.MemoryMiB == 0 {
-		c.MemoryMiB = DefaultMemoryMiB
-	}
-	if c.CPUs == 0 {
-		c.CPUs = DefaultCPUs
-	}
 	reason := "disabled (io.runh.vm.template or --vm-template)"
 	if _, ok := template.Size(c.MemoryMiB); !ok && !c.NoTemplate {
 		c.NoTemplate = true
 		reason = fmt.Sprintf("%d MiB of memory is beyond the largest template", c.MemoryMiB)
 	}
-	tr, err := transport.NewHost(c.Transport, c.Dir)
+	qc, accel, err := qemuConfig(&c)
 	if err != nil {
 		return nil, err
 	}
+	tr := qc.Transport
 	defer tr.Close() // QEMU holds its own copy of the vsock handle
-	qc := &qemu.Config{
-		Dir: c.Dir, Kernel: g.Kernel, Initrd: rd,
-		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Accel: accel.Name,
-		Transport: tr, Debug: c.Debug, NICs: c.NICs,
-	}
-	if c.Debug {
-		qc.Append = append(qc.Append, "runh.debug=1")
-	}
-	if len(c.CgroupV1) > 0 {
-		qc.Append = append(qc.Append, agent.CgroupV1Arg+strings.Join(c.CgroupV1, ":"))
-	}
-	// Every VM has both shares, an empty directory standing for one it
-	// does not use, so that all have the same devices (one template).
-	empty := filepath.Join(c.Dir, "empty")
-	if err := os.MkdirAll(empty, 0o700); err != nil {
-		return nil, err
-	}
-	qc.Shares = []qemu.Share{{Tag: agent.ShareTag, Path: orDir(c.Share, empty)}, {Tag: agent.VolumeTag, Path: orDir(c.Volumes, empty)}}
-
 	how, key := template.Cold, ""
 	if !c.NoTemplate {
 		if how, key, err = template.Prepare(ctx, qc, vmnet.ScratchTaps); err != nil {
@@ -175,6 +139,72 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	}
 	v.Times.AgentReady = v.Times.sinceStart()
 	return v, nil
+}
+
+// qemuConfig fills in c's defaults and returns QEMU's configuration for
+// it, with its transport (the caller closes it) and accelerator.
+func qemuConfig(c *VMConfig) (*qemu.Config, qemu.Accel, error) {
+	accel := qemu.Accel{Name: c.Accel, Reason: "requested"}
+	g, err := assets.Find()
+	if err != nil {
+		return nil, accel, err
+	}
+	rd, err := Initrd(g, c.Init)
+	if err != nil {
+		return nil, accel, err
+	}
+	if c.Accel == "" {
+		accel = qemu.ProbeAccel()
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = DefaultMemoryMiB
+	}
+	if c.CPUs == 0 {
+		c.CPUs = DefaultCPUs
+	}
+	// Every VM has both shares, an empty directory standing for one it
+	// does not use, so that all have the same devices (one template).
+	empty := filepath.Join(c.Dir, "empty")
+	if err := os.MkdirAll(empty, 0o700); err != nil {
+		return nil, accel, err
+	}
+	tr, err := transport.NewHost(c.Transport, c.Dir)
+	if err != nil {
+		return nil, accel, err
+	}
+	qc := &qemu.Config{
+		Dir: c.Dir, Kernel: g.Kernel, Initrd: rd,
+		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Accel: accel.Name,
+		Transport: tr, Debug: c.Debug, NICs: c.NICs,
+		Shares: []qemu.Share{{Tag: agent.ShareTag, Path: orDir(c.Share, empty)}, {Tag: agent.VolumeTag, Path: orDir(c.Volumes, empty)}},
+	}
+	if c.Debug {
+		qc.Append = append(qc.Append, "runh.debug=1")
+	}
+	if len(c.CgroupV1) > 0 {
+		qc.Append = append(qc.Append, agent.CgroupV1Arg+strings.Join(c.CgroupV1, ":"))
+	}
+	return qc, accel, nil
+}
+
+// MakeTemplate makes the template VMs of c are restored from, unless it
+// exists, without starting one (runh template): the first create then
+// restores instead of making it. It says which, with the template's key.
+// c.Dir holds the sockets meanwhile; NICs need no taps.
+func MakeTemplate(ctx context.Context, c VMConfig) (template.Outcome, string, error) {
+	if _, ok := template.Size(c.MemoryMiB); !ok {
+		return template.Cold, "", fmt.Errorf("%d MiB of memory is beyond the largest template (%d MiB)", c.MemoryMiB, template.Sizes[len(template.Sizes)-1])
+	}
+	qc, _, err := qemuConfig(&c)
+	if err != nil {
+		return template.Cold, "", err
+	}
+	defer qc.Transport.Close()
+	how, key, err := template.Prepare(ctx, qc, vmnet.ScratchTaps)
+	if qc.Incoming != nil {
+		qc.Incoming.Close()
+	}
+	return how, key, err
 }
 
 // keepRestoreLogs keeps the logs of a restore that failed, which the boot

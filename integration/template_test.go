@@ -235,3 +235,58 @@ func TestTemplateKilledWhileMade(t *testing.T) {
 		}
 	})
 }
+
+// TestTemplateMade: `runh template` makes the template ahead of the first
+// create, which then restores from it; another runh binary (a new
+// version) has a template of its own.
+func TestTemplateMade(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		cache, env := templateHarness(t, x)
+		for _, want := range []string{": made in ", ": present"} {
+			r := x.runO(env, "template")
+			if r.code != 0 || !strings.Contains(r.stdout, want) {
+				t.Fatalf("runh template: %v, want %q", r, want)
+			}
+		}
+		if n := len(templates(t, cache)); n != 1 {
+			t.Fatalf("%d templates after runh template, want 1", n)
+		}
+		start := func(name string, o opts) bootRecord {
+			id := x.id(name)
+			o.stdout = createFile(t, x.dir, name+".out")
+			if r := x.runO(o, "create", "--bundle", x.bundle(name, nil, "true"), id); r.code != 0 {
+				t.Fatalf("create: %v", r)
+			}
+			defer x.cleanupContainer(id)
+			b := x.bootRecord(id)
+			x.must("delete", "--force", id)
+			return b
+		}
+		if b := start("tplm0", env); b.Template != "restored" {
+			t.Errorf("the first create after runh template started %q (%s), want restored", b.Template, b.TemplateReason)
+		}
+		// The same binary with a byte more: its initrd, hence its key, differ.
+		other := filepath.Join(x.dir, "runh-other")
+		b, err := os.ReadFile(runtimeBin)
+		if err == nil {
+			err = os.WriteFile(other, append(b, 0), 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Its guest kernel is found next to the binary: say where.
+		var chk struct{ Hypervisor struct{ Kernel string } }
+		if err := json.Unmarshal([]byte(x.must("check", "--format", "json").stdout), &chk); err != nil || chk.Hypervisor.Kernel == "" {
+			t.Fatalf("runh check: no guest kernel: %v", err)
+		}
+		o := env
+		o.bin = other
+		o.env = append(append([]string{}, env.env...), "RUNH_GUEST_DIR="+filepath.Dir(chk.Hypervisor.Kernel))
+		if b := start("tplm1", o); b.Template != "built" {
+			t.Errorf("a new runh binary's first create started %q (%s), want built", b.Template, b.TemplateReason)
+		}
+		if n := len(templates(t, cache)); n != 2 {
+			t.Errorf("%d templates after a new binary's create, want 2", n)
+		}
+	})
+}

@@ -39,7 +39,7 @@ GUEST_KERNEL_PKG ?= $(shell apt-cache search --names-only '^linux-image-6\.1\.[0
 GUEST_MODULES ?= virtio_mmio virtio_console virtio_net vsock vmw_vsock_virtio_transport \
 	vmw_vsock_virtio_transport_common 9p 9pnet 9pnet_virtio netfs fscache overlay
 
-.PHONY: guest-kernel guest-kernel-runh guest-kernel-debian guest-kernel-demo guest-clean
+.PHONY: guest-kernel guest-kernel-runh guest-kernel-debian guest-kernel-demo guest-clean vm-template
 
 guest-kernel: guest-kernel-runh guest-kernel-debian
 
@@ -63,6 +63,11 @@ $(GUEST_DEBIAN_DIR)/vmlinuz:
 		pkg=$$(apt-cache search --names-only '^linux-image-6\.1\.[0-9.]+-[0-9]+-amd64-unsigned$$' | cut -d' ' -f1 | sort -V | tail -n1); fi; \
 	[ -n "$$pkg" ] || { echo "guest-kernel: apt knows no linux-image-6.1 package" >&2; exit 1; }; \
 	sh hvshim/assets/guest-kernel.sh $(GUEST_DEBIAN_DIR) "$$pkg" $(GUEST_MODULES)
+
+# The VM template a container in a new network namespace is restored from
+# (docs/templates.md), made now rather than by the first create.
+vm-template: bin/runh guest-kernel-runh
+	bin/runh template
 
 # The build cache ($RUNH_CACHE_DIR/kernel) is kept.
 guest-clean:
