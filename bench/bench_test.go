@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPercentile(t *testing.T) {
@@ -172,5 +174,31 @@ func TestReadingTargets(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("reading lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+// cpuBusy tells a spinning CPU from an idle one: the settle before each
+// section relies on it.
+func TestCPUBusy(t *testing.T) {
+	idle := cpuBusy(300 * time.Millisecond)
+	if idle < 0 || idle > 1 {
+		t.Fatalf("cpuBusy = %v, want a share between 0 and 1", idle)
+	}
+	stop := make(chan struct{})
+	for i := 0; i < goruntime.NumCPU(); i++ {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	busy := cpuBusy(300 * time.Millisecond)
+	close(stop)
+	if busy < 0.8 {
+		t.Errorf("cpuBusy with every CPU spinning = %.2f, want at least 0.8", busy)
 	}
 }

@@ -85,8 +85,10 @@ func (r *Report) markdown(jsonPath string) string {
 	}
 	b.WriteString(".\n")
 	fmt.Fprintf(&b, "- cgroups: %s.\n", e.Cgroup)
-	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) at start %s, at end %s; highest 1-min load between sections %.2f.\n",
-		e.LoadStart, e.LoadEnd, e.MaxLoad1)
+	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) at start %s, at end %s; highest 1-min load before a section %.2f "+
+		"(it lags: the throughput section's 16 containers at a time leave one of about 20). Before each section the harness "+
+		"waits up to a minute for the CPUs to go quiet; the busiest they were in the second before one started: %.0f%%.\n",
+		e.LoadStart, e.LoadEnd, e.MaxLoad1, 100*e.MaxBusy)
 	if len(e.Sections) > 0 {
 		var parts []string
 		for _, s := range e.Sections {
@@ -116,9 +118,9 @@ func (r *Report) markdown(jsonPath string) string {
 			"both isolation modes in the same rounds.")
 	}
 	b.WriteString("\n\n")
-	if e.MaxLoad1 > 0.5*float64(e.Cores) {
-		fmt.Fprintf(&b, "> **The machine was busy during this run** (1-min load up to %.1f on %d cores): "+
-			"read the ratios as indicative only.\n\n", e.MaxLoad1, e.Cores)
+	if e.MaxBusy > 0.5 {
+		fmt.Fprintf(&b, "> **The machine was busy during this run** (its CPUs %.0f%% busy before a section started, "+
+			"after a minute's wait for quiet): read the ratios as indicative only.\n\n", 100*e.MaxBusy)
 	}
 	for _, sec := range []struct{ id, title string }{{process, "Process isolation"}, {hypervisor, "Hypervisor isolation"},
 		{network, "Network"}, {userland, "Real userland"}, {pods, "Pods"}, {app, "A real application"}} {

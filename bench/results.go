@@ -69,19 +69,22 @@ type Report struct {
 
 // Env describes the machine and the contenders.
 type Env struct {
-	Kernel      string            `json:"kernel"`
-	CPU         string            `json:"cpu"`
-	Cores       int               `json:"cores"`
-	MemTotal    string            `json:"memTotal"`
-	Cgroup      string            `json:"cgroup"`
-	Versions    map[string]string `json:"versions"`
-	LoadStart   string            `json:"loadavgStart"`
-	LoadEnd     string            `json:"loadavgEnd"`
-	MaxLoad1    float64           `json:"maxLoad1"` // highest 1-min load seen between sections
-	Duration    float64           `json:"durationSeconds"`
-	Sections    []SectionTime     `json:"sections,omitempty"` // wall time of each section, in run order
-	GoVersion   string            `json:"goVersion"`
-	Interleaved string            `json:"interleaving"`
+	Kernel    string            `json:"kernel"`
+	CPU       string            `json:"cpu"`
+	Cores     int               `json:"cores"`
+	MemTotal  string            `json:"memTotal"`
+	Cgroup    string            `json:"cgroup"`
+	Versions  map[string]string `json:"versions"`
+	LoadStart string            `json:"loadavgStart"`
+	LoadEnd   string            `json:"loadavgEnd"`
+	MaxLoad1  float64           `json:"maxLoad1"` // highest 1-min load seen before a section
+	// MaxBusy is the highest share of CPU time busy in the second before a
+	// section started, after up to a minute's wait for quiet.
+	MaxBusy     float64       `json:"maxBusyBeforeSection"`
+	Duration    float64       `json:"durationSeconds"`
+	Sections    []SectionTime `json:"sections,omitempty"` // wall time of each section, in run order
+	GoVersion   string        `json:"goVersion"`
+	Interleaved string        `json:"interleaving"`
 }
 
 // SectionTime is how long one section of the run took.
