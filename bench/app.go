@@ -160,15 +160,10 @@ func (b *bench) appSetup(a *appRun) (*AppInfo, error) {
 		return nil, fmt.Errorf("the harness's original mount namespace: %w", err)
 	}
 	a.hostNS = ns
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Minute) // debootstrap, once
-	defer cancel()
-	cmd := exec.CommandContext(ctx, b.c.Mkapp)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
+	dir, err := b.cached(b.c.Mkapp)
 	if err != nil {
-		return nil, fmt.Errorf("no images: %s: %v", b.c.Mkapp, err)
+		return nil, fmt.Errorf("no images: %w", err)
 	}
-	dir := lastLine(out)
 	a.key = filepath.Base(dir)
 	info := &AppInfo{Images: dir, Clients: b.c.AppClients, Seconds: b.c.AppSeconds}
 	info.Podman, _ = a.podman(time.Minute, "version", "--format", "{{.Client.Version}}")
@@ -436,20 +431,7 @@ func pageSize(n int) string {
 
 // appReading gives the app rows' medians and each combination against runc.
 func (r *Report) appReading() []string {
-	var out []string
-	for _, x := range r.rows(app, "") {
-		s := r.sentence(x, x.Unit)
-		if s == "" {
-			continue
-		}
-		var qs []string
-		for _, q := range x.Ratios {
-			qs = append(qs, fmt.Sprintf("%s %.2f", strings.TrimSuffix(q.Name, "/"+appRef), q.Value))
-		}
-		if len(qs) > 0 {
-			s += "; against runc: " + strings.Join(qs, ", ")
-		}
-		out = append(out, "WordPress, "+strings.SplitN(x.Name, " (", 2)[0]+": "+s+".")
-	}
-	return out
+	return r.rowReadings(app, "WordPress, ", "; against runc: ", func(name string) string {
+		return strings.TrimSuffix(name, "/"+appRef)
+	})
 }

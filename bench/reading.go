@@ -345,20 +345,26 @@ func (r *Report) userlandReading() []string {
 
 // netReading gives each network figure's medians and ratios.
 func (r *Report) netReading() []string {
+	return r.rowReadings(network, "Network, ", "; ", func(name string) string { return name })
+}
+
+// rowReadings gives a line per row of section sec: prefix, the row's short
+// name, its medians, then its ratios after sep, each named by ratioName.
+func (r *Report) rowReadings(sec, prefix, sep string, ratioName func(string) string) []string {
 	var out []string
-	for _, x := range r.rows(network, "") {
+	for _, x := range r.rows(sec, "") {
 		s := r.sentence(x, x.Unit)
 		if s == "" {
 			continue
 		}
 		var qs []string
 		for _, q := range x.Ratios {
-			qs = append(qs, fmt.Sprintf("%s %.2f", q.Name, q.Value))
+			qs = append(qs, fmt.Sprintf("%s %.2f", ratioName(q.Name), q.Value))
 		}
 		if len(qs) > 0 {
-			s += "; " + strings.Join(qs, ", ")
+			s += sep + strings.Join(qs, ", ")
 		}
-		out = append(out, "Network, "+strings.SplitN(x.Name, " (", 2)[0]+": "+s+".")
+		out = append(out, prefix+strings.SplitN(x.Name, " (", 2)[0]+": "+s+".")
 	}
 	return out
 }

@@ -199,20 +199,30 @@ func parseUserland(out string) (*ulOutput, error) {
 	return o, nil
 }
 
+// cached runs a script that builds something once with debootstrap and
+// caches it (scripts/mkdebian.sh, scripts/mkapp.sh), and returns the path
+// it prints last.
+func (b *bench) cached(script string) (string, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Minute) // debootstrap, once
+	defer cancel()
+	cmd := exec.CommandContext(ctx, script)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %v", script, err)
+	}
+	return lastLine(out), nil
+}
+
 // debianRootfs returns the Debian rootfs: -userland-rootfs, or what
 // scripts/mkdebian.sh prints (it builds and caches it once).
 func (b *bench) debianRootfs() (string, error) {
 	root := b.c.UserlandRootfs
 	if root == "" {
-		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Minute) // debootstrap, once
-		defer cancel()
-		cmd := exec.CommandContext(ctx, b.c.Mkdebian)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("%s: %v", b.c.Mkdebian, err)
+		var err error
+		if root, err = b.cached(b.c.Mkdebian); err != nil {
+			return "", err
 		}
-		root = lastLine(out)
 	}
 	if _, err := os.Stat(filepath.Join(root, "usr/bin/python3")); err != nil {
 		return "", fmt.Errorf("no python3 in the Debian rootfs: %w", err)
