@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -29,6 +32,9 @@ var templateCommand = &cli.Command{
 		if mem < 0 || cpus < 0 || nics < 0 || nics > 8 {
 			return errors.New("--memory and --cpus must not be negative, --nics between 0 and 8")
 		}
+		// Interrupted, the build stops its VM and removes what it wrote.
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
 		t0 := time.Now()
 		cfg := shim.Config{Debug: cmd.Bool("debug"), VM: libruntime.VMConfig{MemoryMiB: int(mem), CPUs: int(cpus)}}
 		how, key, err := shim.MakeTemplate(ctx, cfg, int(nics))

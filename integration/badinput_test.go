@@ -49,6 +49,8 @@ func createWith(mutate func(t *testing.T, bundle string, s *specs.Spec)) func(*t
 
 const runcAnn = "runc ignores runh's annotations"
 
+const runhVerb = "runc has no such verb (runh template)"
+
 // annotation makes a case that creates a bundle carrying annotation k=v.
 func annotation(k, v string) func(*testing.T, *h, string, string) []string {
 	return createWith(func(_ *testing.T, _ string, s *specs.Spec) { s.Annotations[k] = v })
@@ -86,6 +88,8 @@ func verb(args ...string) func(*testing.T, *h, string, string) []string {
 
 // Cases needing no container.
 var badNoContainer = []badCase{
+	{name: "template-nics", args: verb("template", "--nics", "9"), keywords: []string{"--nics"}, runcDiff: runhVerb},
+	{name: "template-memory", args: verb("template", "--memory", "9000"), keywords: []string{"largest template"}, runcDiff: runhVerb},
 	{name: "config-malformed", args: writeConfig(`{"ociVersion": "1.0.2", "process": `), keywords: []string{"json", "config", "unexpected"}},
 	{name: "config-not-object", args: writeConfig(`[1, 2]`), keywords: []string{"json", "config", "unmarshal"}},
 	{name: "config-wrong-type", args: writeConfig(`{"ociVersion": "1.0.2", "process": {"args": "sh"}}`), keywords: []string{"json", "unmarshal", "args"}},

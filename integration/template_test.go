@@ -290,3 +290,36 @@ func TestTemplateMade(t *testing.T) {
 		}
 	})
 }
+
+// TestTemplateMadeInterrupted: `runh template` stopped by SIGTERM while its
+// VM boots leaves no VM, no temporary directory and no half-made template.
+func TestTemplateMadeInterrupted(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		cache, env := templateHarness(t, x)
+		tmp := filepath.Join(x.dir, "tmp")
+		if err := os.MkdirAll(tmp, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		env.env = append(env.env, "TMPDIR="+tmp)
+		cmd, wait := x.start(env, "template")
+		booting := false
+		for deadline := time.Now().Add(x.timeout()); !booting && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			booting = len(processesMentioning(filepath.Join(cache, "templates"))) > 0
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		r := wait()
+		if !booting || r.code == 0 {
+			t.Skipf("the template was made before the test could stop it: %v", r)
+		}
+		time.Sleep(500 * time.Millisecond) // QEMU dies with its parent
+		if pids := processesMentioning(cache); len(pids) > 0 {
+			t.Errorf("processes left: %v", pids)
+		}
+		if n := templates(t, cache); len(n) > 0 {
+			t.Errorf("left in the template cache: %v", n)
+		}
+		if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
+			t.Errorf("left in TMPDIR: %s", ents[0].Name())
+		}
+	})
+}
