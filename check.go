@@ -49,6 +49,14 @@ var checkCommand = &cli.Command{
 		fmt.Printf("  accelerator:  %s (%s)\n", h.Accel, h.AccelReason)
 		fmt.Printf("  transport:    %s (vhost-vsock: %v)\n", h.Transport, h.VhostVsock)
 		fmt.Printf("  qemu:         %s %s\n", orNone(h.QEMU), h.QEMUVersion)
+		if h.QEMU != "" {
+			fmt.Printf("  firmware:     %s\n", orNone(h.Firmware))
+			sf := h.SpecialFiles
+			if sf == "yes" {
+				sf = "unix sockets and FIFOs on the container's files work"
+			}
+			fmt.Printf("  special files: %s\n", sf)
+		}
 		fmt.Printf("  guest kernel: %s %s, %s (%d modules)\n", orNone(h.Kernel), h.KernelVersion, orNone(h.KernelFlavor), h.Modules)
 		fmt.Printf("  initrd:       %s (cache %s)\n", orNone(h.Initrd), h.InitrdCache)
 		fmt.Printf("  network:      %s\n", h.Network)

@@ -18,12 +18,16 @@ import (
 
 // CheckReport is what `runh check` shows about hypervisor isolation.
 type CheckReport struct {
-	Accel         string      `json:"accel"`
-	AccelReason   string      `json:"accelReason"`
-	VhostVsock    bool        `json:"vhostVsock"`
-	Transport     string      `json:"transport"`
-	QEMU          string      `json:"qemu,omitempty"`
-	QEMUVersion   string      `json:"qemuVersion,omitempty"`
+	Accel       string `json:"accel"`
+	AccelReason string `json:"accelReason"`
+	VhostVsock  bool   `json:"vhostVsock"`
+	Transport   string `json:"transport"`
+	QEMU        string `json:"qemu,omitempty"`
+	QEMUVersion string `json:"qemuVersion,omitempty"`
+	Firmware    string `json:"firmware,omitempty"` // microvm firmware passed with -bios
+	// SpecialFiles is "yes" when unix sockets and FIFOs can be made on a
+	// VM container's files, else why not.
+	SpecialFiles  string      `json:"specialFiles,omitempty"`
 	Kernel        string      `json:"kernel,omitempty"`
 	KernelVersion string      `json:"kernelVersion,omitempty"`
 	KernelFlavor  string      `json:"kernelFlavor,omitempty"` // "runh" (own minimal kernel) or "distribution"
@@ -88,8 +92,13 @@ func Check() CheckReport {
 		reasons = append(reasons, "qemu-system-x86_64 not found")
 	} else {
 		r.QEMU = bin
+		r.Firmware = qemu.Firmware(bin)
 		if v, err := qemu.Version(bin); err == nil {
 			r.QEMUVersion = v
+			r.SpecialFiles = "yes"
+			if err := qemu.SpecialFiles(v); err != nil {
+				r.SpecialFiles = err.Error()
+			}
 			if err := sandboxSupport(bin); err != nil {
 				reasons = append(reasons, err.Error())
 			}

@@ -52,7 +52,8 @@ type Config struct {
 	Shares    []Share
 	NICs      []NIC
 	Transport *transport.Host
-	Debug     bool // verbose kernel console
+	Debug     bool   // verbose kernel console
+	Firmware  string // microvm firmware (-bios); "" leaves QEMU's default
 
 	// Templates (hvshim/template): guest RAM in MemoryFile, mapped shared
 	// (a template being made) or private (a VM restored from it), and the
@@ -94,6 +95,24 @@ func Version(bin string) (string, error) {
 	}
 	line, _, _ := strings.Cut(string(out), "\n")
 	return strings.TrimSpace(line), nil
+}
+
+// SpecialFiles says why the QEMU of version line v (Version's) cannot
+// create unix sockets and FIFOs on a 9p share, or nil. Debian 12's QEMU 7.2
+// carries the fix for CVE-2023-2861, whose mknod then fails with ENXIO for
+// special files; QEMU 8.1 and later create them.
+func SpecialFiles(v string) error {
+	var major, minor int
+	f := strings.Fields(v)
+	for i, w := range f {
+		if w == "version" && i+1 < len(f) {
+			fmt.Sscanf(f[i+1], "%d.%d", &major, &minor)
+		}
+	}
+	if major > 8 || major == 8 && minor >= 1 {
+		return nil
+	}
+	return fmt.Errorf("QEMU %d.%d cannot create unix sockets or FIFOs on a VM container's files (they fail with ENXIO): install QEMU 8.1 or newer (Debian 12: qemu-system-x86 from bookworm-backports, as scripts/deps.sh does)", major, minor)
 }
 
 // escape doubles commas, QEMU's escape inside an option value.
@@ -138,9 +157,15 @@ func (c *Config) Args() ([]string, []*os.File) {
 		// no fork or exec, no changes to scheduling or affinity.
 		"-sandbox", Sandbox,
 	}
+	if c.Firmware != "" {
+		args = append(args, "-bios", c.Firmware)
+	}
 	if accel == KVM {
 		args = append(args, "-cpu", "host")
 	}
+	// Pages the guest frees go back to the host (free page reporting):
+	// a VM sized like a container without limits costs only what it uses.
+	args = append(args, "-device", "virtio-balloon-device,free-page-reporting=on")
 	for i, s := range c.Shares {
 		id := "fs" + strconv.Itoa(i)
 		// multidevs=remap: files of different host file systems under
@@ -314,18 +339,10 @@ func (c *Config) jail(bin string, args []string) *jail.Config {
 		return p
 	}
 	j := &jail.Config{Binary: abs(bin), Args: args, Dir: abs(c.Dir), Files: []string{abs(c.Kernel), abs(c.Initrd)}}
-	// QEMU finds its data and modules next to its binary, else where it
-	// was built to look.
-	exeDir := filepath.Dir(j.Binary)
-	if real, err := filepath.EvalSymlinks(j.Binary); err == nil {
-		exeDir = filepath.Dir(real)
+	if c.Firmware != "" {
+		j.Files = append(j.Files, abs(c.Firmware))
 	}
-	for _, d := range []string{filepath.Join(exeDir, "../share/qemu"), "/usr/share/qemu"} {
-		if f := filepath.Join(d, "bios-microvm.bin"); exists(f) {
-			j.Files = append(j.Files, f)
-			break
-		}
-	}
+	exeDir := binDir(j.Binary)
 	for _, pat := range []string{"../lib/*/qemu/accel-*.so", "../lib64/qemu/accel-*.so", "../lib/qemu/accel-*.so"} {
 		m, _ := filepath.Glob(filepath.Join(exeDir, pat))
 		j.Files = append(j.Files, m...)
@@ -340,6 +357,33 @@ func (c *Config) jail(bin string, args []string) *jail.Config {
 		j.Devices = append(j.Devices, "/dev/kvm")
 	}
 	return j
+}
+
+// binDir is the directory of QEMU's binary, symbolic links resolved:
+// QEMU finds its data and modules relative to it.
+func binDir(bin string) string {
+	if real, err := filepath.EvalSymlinks(bin); err == nil {
+		bin = real
+	}
+	return filepath.Dir(bin)
+}
+
+// Firmware returns the microvm firmware to boot bin with: qboot, QEMU's
+// own microvm firmware, from QEMU's data directory (next to the binary,
+// else /usr/share/qemu). QEMU's default, bios-microvm.bin, may be
+// SeaBIOS's build instead (Debian's QEMU 10 finds /usr/share/seabios'),
+// which does not boot -kernel with x-option-roms=off ("No bootable
+// device"); 7.2's was a link to qboot.rom. "" when there is neither: QEMU
+// then uses its default.
+func Firmware(bin string) string {
+	for _, d := range []string{filepath.Join(binDir(bin), "../share/qemu"), "/usr/share/qemu"} {
+		for _, n := range []string{"qboot.rom", "bios-microvm.bin"} {
+			if f := filepath.Join(d, n); exists(f) {
+				return filepath.Clean(f)
+			}
+		}
+	}
+	return ""
 }
 
 func exists(path string) bool {
