@@ -229,3 +229,40 @@ func TestConcurrentCreate(t *testing.T) {
 		x.assertGone(id)
 	})
 }
+
+// TestKillPaused: a paused container killed with kill --all KILL stops,
+// and one removed with delete --force goes, leaving no cgroup (the
+// shim's, in hypervisor isolation). On cgroup v2 a frozen process dies
+// from SIGKILL at once, and an empty cgroup left frozen read as paused
+// for ever.
+func TestKillPaused(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		for _, how := range []string{"kill-all", "delete-force"} {
+			t.Run(how, func(t *testing.T) {
+				x := x.at(t)
+				id := x.startContainer("paused-"+how, nil, "sh", "-c", "sleep 1000 & sleep 1000")
+				pid := x.state(id).Pid
+				cgroups, err := ownCgroupDirs(pid)
+				if err != nil || len(cgroups) == 0 {
+					t.Fatalf("container's cgroups: %v %v", cgroups, err)
+				}
+				x.must("pause", id)
+				x.waitStatus(id, "paused")
+				if how == "kill-all" {
+					x.must("kill", "--all", id, "KILL")
+					x.waitStatus(id, "stopped")
+					x.must("delete", id)
+				} else {
+					x.must("delete", "--force", id)
+				}
+				x.assertGone(id)
+				x.waitPidGone(pid, 10*time.Second)
+				for _, d := range cgroups {
+					if _, err := os.Stat(d); err == nil {
+						t.Errorf("cgroup %s left behind", d)
+					}
+				}
+			})
+		}
+	})
+}

@@ -203,7 +203,11 @@ func (b *Backend) Signal(h *libruntime.Handle, sig unix.Signal, all bool) error 
 			unix.Kill(pid, sig)
 		}
 	}
-	if err := c.Signal(sig); err != nil {
+	err = c.Signal(sig)
+	if sig == unix.SIGKILL {
+		thaw(c)
+	}
+	if err != nil {
 		// Init may die between libcontainer's check and its signal,
 		// and be reaped by a parent that waits on it (the VM's agent):
 		// Go then says the process is done. Either way it has stopped.
@@ -216,6 +220,20 @@ func (b *Backend) Signal(h *libruntime.Handle, sig unix.Signal, all bool) error 
 		return err
 	}
 	return nil
+}
+
+// thaw thaws the cgroup of a container killed while paused. On cgroup v1
+// a frozen process dies only once thawed. On v2 it dies at once, so
+// libcontainer's own thaw after signalling init is skipped when init was
+// already gone (kill --all killed it first, or it died between two
+// signals), and an empty frozen cgroup reads as paused for ever: the
+// container could then be neither deleted nor killed again.
+func thaw(c *libcontainer.Container) {
+	if s, err := c.Status(); err == nil && s == libcontainer.Paused {
+		if err := c.Resume(); err != nil {
+			logrus.Debugf("thaw %s after SIGKILL: %v", c.ID(), err)
+		}
+	}
 }
 
 // Exec implements libruntime.Backend.
@@ -297,6 +315,7 @@ func (b *Backend) Destroy(h *libruntime.Handle) error {
 	}
 	if s, _ := c.Status(); s != libcontainer.Stopped {
 		c.Signal(unix.SIGKILL)
+		thaw(c)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			if s, err := c.Status(); err != nil || s == libcontainer.Stopped {
