@@ -25,7 +25,6 @@ import (
 	"github.com/runh-project/runh/hvshim"
 	"github.com/runh-project/runh/hvshim/client"
 	"github.com/runh-project/runh/hvshim/proto"
-	"github.com/runh-project/runh/hvshim/template"
 	"github.com/runh-project/runh/hvshim/vmnet"
 	"github.com/runh-project/runh/libruntime"
 )
@@ -351,45 +350,6 @@ func (s *shim) setupNetwork(ctx context.Context, spec *specs.Spec) error {
 		}
 	}
 	return nil
-}
-
-// vmSize picks the VM's memory and vCPUs: annotations first, then the
-// spec's limits (a pod's: the engine's figure for the whole pod) plus room
-// for the guest kernel and agent, then defaults.
-func vmSize(cfg Config, spec *specs.Spec) (mem, cpus int) {
-	c := cfg.VM
-	mem, cpus = c.MemoryMiB, c.CPUs
-	var r *specs.LinuxResources
-	if spec.Linux != nil {
-		r = spec.Linux.Resources
-	}
-	if cfg.Pod {
-		r = nil // the pause container's limits are not the pod's
-		if mem == 0 {
-			mem = max(podDefaultMiB, cfg.PodMemoryMiB+128)
-		}
-	}
-	if mem == 0 && r != nil && r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
-		// The guest's OOM killer, not the host's, must act on a
-		// container over its limit: leave room for the guest itself.
-		mem = int(*r.Memory.Limit>>20) + 128
-	}
-	if cpus == 0 && r != nil && r.CPU != nil && r.CPU.Quota != nil && r.CPU.Period != nil && *r.CPU.Period > 0 && *r.CPU.Quota > 0 {
-		cpus = int((uint64(*r.CPU.Quota) + *r.CPU.Period - 1) / *r.CPU.Period)
-	}
-	if c.CPUs == 0 {
-		cpus = max(cpus, vcpusForCpuset(r)) // the guest must have the CPUs the cpuset names
-	}
-	if mem < hvshim.DefaultMemoryMiB {
-		mem = hvshim.DefaultMemoryMiB
-	}
-	if m, ok := template.Size(mem); ok && !c.NoTemplate {
-		mem = m // restored from a template of that size
-	}
-	if cpus == 0 {
-		cpus = hvshim.DefaultCPUs
-	}
-	return mem, min(cpus, 16)
 }
 
 // forwardSignals sends the signals the shim gets to the container's init,
