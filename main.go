@@ -191,7 +191,7 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 		Default: def,
 		Backends: map[libruntime.Mode]libruntime.Backend{
 			libruntime.ProcessIsolation:    &linux.Backend{SystemdCgroup: systemd},
-			libruntime.HypervisorIsolation: &vm.Backend{NoTemplate: !cmd.Bool("vm-template")},
+			libruntime.HypervisorIsolation: &vm.Backend{NoTemplate: !cmd.Bool("vm-template"), SystemdCgroup: systemd},
 		},
 	}, nil
 }

@@ -10,40 +10,48 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runh-project/runh/libruntime"
 )
 
-// CgroupFile records the host cgroup directories the shim made, for
-// delete to remove them.
+// CgroupFile records the host cgroup the shim made (its configuration and
+// directories), for update, OOM reporting and delete.
 const CgroupFile = "cgroup.json"
 
 // vmOverheadMiB is what QEMU needs beyond the guest's RAM (its own heap,
 // TCG's translation cache, virtio buffers).
 const vmOverheadMiB = 256
 
+// hostCgroup is what CgroupFile holds.
+type hostCgroup struct {
+	Config *cgroups.Cgroup   `json:"config"`
+	Paths  map[string]string `json:"paths"`
+}
+
 // joinHostCgroup moves the shim, and so the QEMU it then starts, into the
-// container's cgroup on the host (cgroupsPath, else one named after the
-// container, as process isolation does), so that engines see the VM's
-// usage, and applies the spec's limits there as hostResources says.
-func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int) error {
-	cg := &cgroups.Cgroup{}
+// container's cgroup on the host, made as process isolation makes it
+// (libcontainer's specconv: cgroupsPath, else one named after the
+// container; with systemd, a scope in the slice:prefix:name form's
+// slice, else that form taken as cgroupfs takes it), so that engines see
+// the VM's usage; it applies the spec's limits there as hostResources says.
+func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd bool) error {
+	// The spec's own resources are the guest's; hostResources says which
+	// of them the host cgroup gets.
+	s := *spec
 	var r *specs.LinuxResources
-	path := ""
 	if spec.Linux != nil {
-		path, r = spec.Linux.CgroupsPath, spec.Linux.Resources
+		l := *spec.Linux
+		r, l.Resources = l.Resources, nil
+		s.Linux = &l
 	}
-	if strings.Contains(path, ":") {
-		return nil // systemd's slice:prefix:name: not supported yet
+	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{CgroupName: id, UseSystemdCgroup: systemd, Spec: &s}, nil)
+	if err != nil {
+		return fmt.Errorf("host cgroup: %w", err)
 	}
-	if path != "" {
-		cg.Path = filepath.Clean(path)
-		if cg.Path == "/" || cg.Path == "." {
-			return nil // a root is no container's own: never make or remove it
-		}
-	} else {
-		cg.Name = id
+	if p := filepath.Clean(cg.Path); !systemd && cg.Path != "" && (p == "/" || p == ".") {
+		return nil // a root is no container's own: never make or remove it
 	}
 	cg.Resources = hostResources(r, memMiB)
 	m, err := manager.New(cg)
@@ -52,7 +60,7 @@ func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int) error {
 	}
 	err = m.Apply(os.Getpid())
 	// Recorded even on failure: Apply may have made some directories.
-	if b, jerr := json.Marshal(m.GetPaths()); jerr == nil {
+	if b, jerr := json.Marshal(hostCgroup{Config: cg, Paths: m.GetPaths()}); jerr == nil {
 		libruntime.WriteFileAtomic(filepath.Join(dir, CgroupFile), b, 0o600)
 	}
 	if err != nil {
@@ -136,15 +144,11 @@ func updateHostCgroup(dir string, r *specs.LinuxResources) error {
 	if r == nil || r.CPU == nil {
 		return nil
 	}
-	paths, err := hostCgroupPaths(dir)
-	if err != nil || paths == nil {
-		return err
-	}
 	res := &cgroups.Resources{SkipDevices: true}
 	setHostCPU(res, r.CPU)
-	m, err := manager.NewWithPaths(&cgroups.Cgroup{Resources: res}, paths)
-	if err != nil {
-		return fmt.Errorf("host cgroup: %w", err)
+	m, err := hostCgroupManager(dir)
+	if err != nil || m == nil {
+		return err
 	}
 	if err := m.Set(res); err != nil {
 		return fmt.Errorf("host cgroup: %w", err)
@@ -152,9 +156,9 @@ func updateHostCgroup(dir string, r *specs.LinuxResources) error {
 	return nil
 }
 
-// hostCgroupPaths reads the paths joinHostCgroup recorded; nil when the
-// VM has no host cgroup of its own.
-func hostCgroupPaths(dir string) (map[string]string, error) {
+// readHostCgroup reads what joinHostCgroup recorded; nil when the VM has
+// no host cgroup of its own.
+func readHostCgroup(dir string) (*hostCgroup, error) {
 	b, err := os.ReadFile(filepath.Join(dir, CgroupFile))
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -162,11 +166,35 @@ func hostCgroupPaths(dir string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var paths map[string]string
-	if err := json.Unmarshal(b, &paths); err != nil {
-		return nil, fmt.Errorf("%s: %w", CgroupFile, err)
+	var h hostCgroup
+	if err := json.Unmarshal(b, &h); err != nil || h.Config == nil {
+		return nil, fmt.Errorf("%s: not a host cgroup record (%v)", CgroupFile, err)
 	}
-	return paths, nil
+	return &h, nil
+}
+
+// hostCgroupPaths returns the host cgroup's directories by controller.
+func hostCgroupPaths(dir string) (map[string]string, error) {
+	h, err := readHostCgroup(dir)
+	if h == nil {
+		return nil, err
+	}
+	return h.Paths, nil
+}
+
+// hostCgroupManager returns the manager of the host cgroup joinHostCgroup
+// made, of the driver that made it; nil without one.
+func hostCgroupManager(dir string) (cgroups.Manager, error) {
+	h, err := readHostCgroup(dir)
+	if h == nil {
+		return nil, err
+	}
+	h.Config.Resources = &cgroups.Resources{SkipDevices: true}
+	m, err := manager.NewWithPaths(h.Config, h.Paths)
+	if err != nil {
+		return nil, fmt.Errorf("host cgroup: %w", err)
+	}
+	return m, nil
 }
 
 // vcpusForCpuset is the number of vCPUs a VM needs for its container to
@@ -189,14 +217,14 @@ func vcpusForCpuset(r *specs.LinuxResources) int {
 	return n
 }
 
-// RemoveHostCgroup removes the cgroup directories joinHostCgroup made,
-// once the shim and QEMU have exited.
+// RemoveHostCgroup removes the host cgroup joinHostCgroup made (with
+// systemd, its scope), once the shim and QEMU have exited.
 func RemoveHostCgroup(dir string) error {
-	paths, err := hostCgroupPaths(dir)
-	if err != nil || paths == nil {
+	m, err := hostCgroupManager(dir)
+	if err != nil || m == nil {
 		return err
 	}
-	if err := cgroups.RemovePaths(paths); err != nil {
+	if err := m.Destroy(); err != nil {
 		return err
 	}
 	return os.Remove(filepath.Join(dir, CgroupFile))

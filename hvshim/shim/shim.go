@@ -60,6 +60,8 @@ type Config struct {
 	Pod bool `json:"pod,omitempty"`
 	// PodMemoryMiB is the pod's memory limit the engine gave, if any.
 	PodMemoryMiB int `json:"podMemoryMiB,omitempty"`
+	// SystemdCgroup: the host cgroup is made by systemd (--systemd-cgroup).
+	SystemdCgroup bool `json:"systemdCgroup,omitempty"`
 	// Sandbox is, for a pod's other container, the state directory of
 	// the sandbox whose shim runs it.
 	Sandbox string `json:"sandbox,omitempty"`
@@ -165,7 +167,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	mem, cpus := vmSize(s.cfg, spec)
-	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem); err != nil {
+	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem, s.cfg.SystemdCgroup); err != nil {
 		return nil, nil, err
 	}
 	// Hooks of the runtime's namespaces run here on the host, the others

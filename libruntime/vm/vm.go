@@ -39,6 +39,9 @@ type Backend struct {
 	Exe string
 	// NoTemplate boots every VM (--vm-template=false).
 	NoTemplate bool
+	// SystemdCgroup makes the VM's host cgroup with systemd, as the
+	// process backend makes a container's (--systemd-cgroup).
+	SystemdCgroup bool
 }
 
 var _ libruntime.Backend = (*Backend)(nil)
@@ -65,7 +68,7 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	vmc := iso.VM
 	vmc.NoTemplate = vmc.NoTemplate || b.NoTemplate
 	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: vmc, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug,
-		Pod: iso.Pod.Role == libruntime.PodSandbox, PodMemoryMiB: int(iso.Pod.MemoryBytes >> 20)}
+		Pod: iso.Pod.Role == libruntime.PodSandbox, PodMemoryMiB: int(iso.Pod.MemoryBytes >> 20), SystemdCgroup: b.SystemdCgroup}
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}
