@@ -74,7 +74,11 @@ func TestRunSignal(t *testing.T) {
 		x.assertGone(id)
 
 		// Without a pid namespace of its own the init is not protected
-		// from its own TERM: killed by signal 15, run exits 143.
+		// from its own TERM: killed by signal 15, run exits 143. (A VM
+		// refuses to share the host's: TestBadInput's host-pid-vm.)
+		if x.mode == ModeHypervisor {
+			return
+		}
 		id2 := x.id("runterm")
 		bundle2 := x.bundle("runterm", func(s *specs.Spec) {
 			var ns []specs.LinuxNamespace

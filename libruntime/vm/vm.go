@@ -59,7 +59,7 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	if len(o.ExtraFiles) > 0 {
 		return nil, errors.New("--preserve-fds is not supported with hypervisor isolation")
 	}
-	if err := vmnet.Check(bundle.Spec); err != nil {
+	if err := refuse(bundle.Spec); err != nil {
 		return nil, err
 	}
 	if iso.SandboxDir != "" {
