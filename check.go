@@ -20,10 +20,14 @@ type checkReport struct {
 }
 
 type processCheck struct {
-	Cgroup  string `json:"cgroup"`
-	Seccomp string `json:"seccomp,omitempty"`
-	Usable  bool   `json:"usable"`
-	Reason  string `json:"reason,omitempty"`
+	Cgroup string `json:"cgroup"`
+	// CgroupDriver is what makes the containers' cgroups: "cgroupfs", or
+	// "systemd" with --systemd-cgroup; Systemd says whether systemd runs.
+	CgroupDriver string `json:"cgroupDriver"`
+	Systemd      bool   `json:"systemd"`
+	Seccomp      string `json:"seccomp,omitempty"`
+	Usable       bool   `json:"usable"`
+	Reason       string `json:"reason,omitempty"`
 }
 
 var checkCommand = &cli.Command{
@@ -32,7 +36,12 @@ var checkCommand = &cli.Command{
 	Flags: []cli.Flag{&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "text", Usage: "output format: text or json"}},
 	Action: func(_ context.Context, cmd *cli.Command) error {
 		r := checkReport{Hypervisor: hvshim.Check()}
-		r.Process = processCheck{Cgroup: cgroupMode(), Seccomp: seccompVersion(), Usable: os.Geteuid() == 0}
+		r.Process = processCheck{Cgroup: cgroupMode(), CgroupDriver: "cgroupfs", Seccomp: seccompVersion(), Usable: os.Geteuid() == 0}
+		if cmd.Root().Bool("systemd-cgroup") {
+			r.Process.CgroupDriver = "systemd"
+		}
+		_, err := os.Stat("/run/systemd/system")
+		r.Process.Systemd = err == nil
 		if !r.Process.Usable {
 			r.Process.Reason = "not root (use --rootless)"
 		}
@@ -44,7 +53,11 @@ var checkCommand = &cli.Command{
 			return fmt.Errorf("invalid --format %q: want text or json", cmd.String("format"))
 		}
 		p, h := r.Process, r.Hypervisor
-		fmt.Printf("process isolation:    %s (cgroup %s, libseccomp %s)\n", usable(p.Usable, p.Reason), p.Cgroup, p.Seccomp)
+		systemd := "not running"
+		if p.Systemd {
+			systemd = "running"
+		}
+		fmt.Printf("process isolation:    %s (cgroup %s, driver %s, systemd %s; libseccomp %s)\n", usable(p.Usable, p.Reason), p.Cgroup, p.CgroupDriver, systemd, p.Seccomp)
 		fmt.Printf("hypervisor isolation: %s\n", usable(h.Usable, h.Reason))
 		fmt.Printf("  accelerator:  %s (%s)\n", h.Accel, h.AccelReason)
 		fmt.Printf("  transport:    %s (vhost-vsock: %v)\n", h.Transport, h.VhostVsock)
