@@ -2,11 +2,14 @@ package integration
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -185,6 +188,117 @@ func TestExec(t *testing.T) {
 		x.must("delete", id)
 		x.assertGone(id)
 	})
+}
+
+// TestExecKilled: when what stands on the host for an exec'd process is
+// killed with SIGKILL, as containerd kills it when an ExecSync times out,
+// the process goes too and whoever reads its output sees EOF at once, as
+// with runc (issue 24). Foreground, that is `runh exec`; detached, the PID
+// of --pid-file. The same for an exec in a pod's other container (with
+// hypervisor isolation, in the sandbox's VM).
+func TestExecKilled(t *testing.T) {
+	forEachMode(t, func(t *testing.T, x *h) {
+		parent := x
+		run := func(t *testing.T, id string) {
+			t.Run("foreground", func(t *testing.T) { execKilled(t, parent.at(t), id, false) })
+			t.Run("detach", func(t *testing.T) { execKilled(t, parent.at(t), id, true) })
+		}
+		t.Run("container", func(t *testing.T) {
+			x := parent.at(t)
+			run(t, x.startContainer("execkill", nil, "sleep", "100000"))
+		})
+		t.Run("pod-member", func(t *testing.T) {
+			x := parent.at(t)
+			sb := x.id("ekpod")
+			x.create(sb, x.bundle("ekpod", func(s *specs.Spec) {
+				s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "sandbox"}
+			}, "sleep", "100000"), nil)
+			x.must("start", sb)
+			m := x.id("ekmember")
+			x.create(m, x.bundle("ekmember", podMember(sb, x.state(sb).Pid), "sleep", "100000"), nil)
+			x.must("start", m)
+			x.waitStatus(m, "running")
+			run(t, m)
+		})
+	})
+}
+
+// execKilled execs `sleep 4321` in container id with its stdout a pipe,
+// kills with SIGKILL what stands for it on the host, and checks that the
+// pipe reaches EOF and that no such process is left in the container.
+func execKilled(t *testing.T, x *h, id string, detach bool) {
+	const quick = 10 * time.Second
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	pidFile := filepath.Join(t.TempDir(), "sleep.pid")
+	args := []string{"exec", "--pid-file", pidFile, id, "sleep", "4321"}
+	if detach {
+		args = append([]string{"exec", "-d"}, args[1:]...)
+	}
+	c, wait := x.start(opts{stdout: pw}, args...)
+	pw.Close()
+	eof := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, pr)
+		eof <- err
+	}()
+	sleeping := func() bool {
+		return strings.Contains(x.must("ps", id).stdout, "sleep 4321")
+	}
+	deadline := time.Now().Add(x.timeout())
+	for !sleeping() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no sleep 4321 in the container after %v", x.timeout())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if detach {
+		if r := wait(); r.code != 0 {
+			t.Fatalf("exec -d: %v", r)
+		}
+	} else {
+		for _, err := os.Stat(pidFile); err != nil; _, err = os.Stat(pidFile) {
+			if time.Now().After(deadline) {
+				t.Fatalf("exec wrote no pid file in %v", x.timeout())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	pid := readPidFile(t, pidFile)
+	start := time.Now()
+	if detach {
+		signalProc(t, pid, syscall.SIGKILL)
+	} else {
+		signalProc(t, c.Process.Pid, syscall.SIGKILL)
+		if x.mode == ModeProcess {
+			// The exec'd process is a host process of its own, the one
+			// the pid file names, which outlives runh exec (as with runc).
+			signalProc(t, pid, syscall.SIGKILL)
+		}
+		if r := wait(); r.code != -1 {
+			t.Errorf("runh exec killed with SIGKILL: %v", r)
+		}
+	}
+	select {
+	case err := <-eof:
+		if err != nil {
+			t.Errorf("reading the exec'd process's stdout: %v", err)
+		}
+		t.Logf("stdout reached EOF %v after the SIGKILL", time.Since(start).Round(time.Millisecond))
+	case <-time.After(quick):
+		t.Errorf("stdout of the exec'd process still open %v after its host process was killed", quick)
+	}
+	for sleeping() {
+		if time.Since(start) > quick {
+			t.Fatalf("sleep 4321 still in the container %v after its host process was killed: %s", quick, x.must("ps", id).stdout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Nothing stands for it on the host either.
+	x.waitPidGone(pid, quick)
 }
 
 // skipIfUnsupported skips when a VM-isolated container refuses a feature

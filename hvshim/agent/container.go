@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -101,7 +102,8 @@ type process struct {
 	id     string                 // the container's
 	oom    libruntime.OOMWaitFunc // init's: the container's OOM kills
 	p      libruntime.Process
-	master *os.File // the pty master, with a terminal
+	master *os.File    // the pty master, with a terminal
+	reaped atomic.Bool // its PID is no longer its own
 	done   chan struct{}
 	status int
 }
@@ -236,6 +238,7 @@ func track(key string, p *process, sio *stdio) {
 	procMu.Unlock()
 	go func() {
 		st, err := p.p.Wait()
+		p.reaped.Store(true)
 		manage(p.p.Pid(), false)
 		if err != nil {
 			st = 255
@@ -437,6 +440,12 @@ func kill(_ *server, b json.RawMessage) (any, error) {
 		p, err := lookup(r.Key)
 		if err != nil {
 			return nil, err
+		}
+		if p.reaped.Load() {
+			// It has exited: its PID may be another process's now (a
+			// signal can come late, as the host's SIGKILL when the exec
+			// helper goes away just as the process exits).
+			return nil, nil
 		}
 		return nil, p.p.Signal(unix.Signal(r.Signal))
 	}

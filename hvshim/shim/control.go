@@ -261,28 +261,54 @@ func (s *shim) exec(c *net.UnixConn, body json.RawMessage, files []*os.File) {
 		return
 	}
 	b, _ := json.Marshal(pid)
-	if proto.WriteFrame(c, proto.Response{Body: b}) != nil {
-		return
-	}
-	// The caller's signals arrive as "signal" requests on this connection.
-	go func() {
-		for {
-			var sig proto.KillRequest
-			if err := proto.ReadFrame(c, &sig, 4096); err != nil {
-				return
-			}
-			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-			s.agent.Call(sctx, proto.OpKill, proto.KillRequest{ID: id, Key: key, Signal: sig.Signal}, nil)
-			scancel()
-		}
-	}()
+	// A caller gone already is seen by execSignals below, which then kills
+	// the process; the wait still follows, so the agent forgets it.
+	proto.WriteFrame(c, proto.Response{Body: b})
+	waited := make(chan struct{})
+	go s.execSignals(c, id, key, waited)
 	var w proto.WaitReply
 	if err := s.agent.Call(client.NoTimeout(context.Background()), proto.OpWait, proto.ProcessRequest{Key: key}, &w); err != nil {
 		w.Status = 255
 	}
+	close(waited)
 	waitRelays(&relays)
 	b, _ = json.Marshal(w)
 	proto.WriteFrame(c, proto.Response{Body: b})
+}
+
+// execSignals forwards the signals the exec helper (`runh shim exec`)
+// sends on c to the process key of container id, until c ends. The helper
+// stands on the host for the process, which with runc is the host process
+// itself: when c ends before the process has exited (waited not closed),
+// the helper has gone (killed with SIGKILL, as containerd does when an
+// ExecSync times out, or the foreground `runh exec` it belongs to died),
+// so the process is killed, and its stdio, which the caller may read to
+// EOF, closes once it has exited.
+func (s *shim) execSignals(c net.Conn, id, key string, waited <-chan struct{}) {
+	signal := func(sig int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := s.agent.Call(ctx, proto.OpKill, proto.KillRequest{ID: id, Key: key, Signal: sig}, nil)
+		if err != nil && sig == int(unix.SIGKILL) {
+			select {
+			case <-s.exited: // the VM is stopping: the process goes with it
+			default:
+				s.logf("exec %s in %s: its helper is gone, the kill failed: %v", key, id, err)
+			}
+		}
+	}
+	for {
+		var sig proto.KillRequest
+		if err := proto.ReadFrame(c, &sig, 4096); err != nil {
+			select {
+			case <-waited: // the process exited: the helper heard, or will
+			default:
+				signal(int(unix.SIGKILL))
+			}
+			return
+		}
+		signal(sig.Signal)
+	}
 }
 
 // memberCall answers a request about a pod's other container: the guest

@@ -98,7 +98,9 @@ const ProcFd = 5
 // ExecMain is `runh shim exec DIR [ID]`: it runs one process in the
 // container of the shim in DIR (or its pod's container ID) with its own stdio (or console socket, fd ConsoleFd),
 // reports the start on fd SyncFd, forwards the signals it gets, and exits
-// with the process's status. It is the PID exec's --pid-file names.
+// with the process's status. It is the PID exec's --pid-file names: should
+// it die before the process (SIGKILL cannot be forwarded), the shim sees
+// its connection end and kills the process.
 func ExecMain(dir, id string) int {
 	sync := os.NewFile(SyncFd, "sync")
 	report := func(r Ready) {

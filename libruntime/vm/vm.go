@@ -356,6 +356,13 @@ func (b *Backend) Exec(h *libruntime.Handle, p *specs.Process, o *libruntime.Exe
 	cmd, extra := b.shimCommand(&o.Stdio, o.ConsoleSocket, args...)
 	if o.Detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	} else {
+		// In the foreground, runh exec stands for the process: should it
+		// die, even by SIGKILL, the helper dies with it, and the shim,
+		// losing the helper, kills the process in the guest rather than
+		// leave it running with the caller's stdio, which the shim holds,
+		// open and nothing on the host to signal or wait for.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	}
 	hp, _, err := startHelper(cmd, extra, proc)
 	if err != nil {
