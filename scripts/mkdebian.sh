@@ -1,12 +1,13 @@
 #!/bin/sh
 # mkdebian.sh: prints the path of a Debian 12 minbase root filesystem with
-# python3 and sqlite3, built with debootstrap from the archive the host's apt
-# sources name, and cached in ${RUNH_CACHE_DIR:-/var/cache/runh}/rootfs/ by a
+# python3, sqlite3 and the network tools of privileged containers (iproute2,
+# iptables, nftables, bridge-utils, kmod), built with debootstrap from the
+# archive the host's apt sources name, and cached in ${RUNH_CACHE_DIR:-/var/cache/runh}/rootfs/ by a
 # key of the package list and mirror (a second call returns at once). The
 # tests that run a real userland in both isolation modes use it read-only.
 set -eu
 suite=${RUNH_DEBIAN_SUITE:-bookworm}
-pkgs=${RUNH_DEBIAN_PKGS:-python3,sqlite3}
+pkgs=${RUNH_DEBIAN_PKGS:-python3,sqlite3,iproute2,iptables,nftables,bridge-utils,kmod}
 cache=${RUNH_CACHE_DIR:-/var/cache/runh}/rootfs
 
 # The first deb.debian.org-style URI of the host's sources (deb822 or list).
