@@ -19,12 +19,43 @@ func init() {
 
 // announceWait says on the console, in a VM booted to be saved as a
 // template, that the agent now waits for the host: the moment the host
-// saves it (hvshim/template).
+// saves it (hvshim/template). Before that it stops free page reporting:
+// a VM restored from the template maps the template's memory file
+// privately, and QEMU discards a reported page of a file by punching a
+// hole in the file, under every other VM of the template.
 func announceWait() {
 	b, _ := os.ReadFile("/proc/cmdline")
 	if strings.Contains(string(b), template.Arg) {
+		if err := unbindBalloon(); err != nil {
+			fmt.Fprintf(os.Stderr, "runh-agent: free page reporting: %v\n", err)
+			return // no marker: the host boots its VMs cold
+		}
 		fmt.Fprintln(os.Stderr, template.Marker)
 	}
+}
+
+// balloonDriver is the virtio-balloon driver's directory in sysfs.
+const balloonDriver = "/sys/bus/virtio/drivers/virtio_balloon"
+
+// unbindBalloon detaches the virtio-balloon driver from its device, which
+// ends free page reporting (the driver's removal waits for a report in
+// progress). A kernel without the driver has nothing to stop.
+func unbindBalloon() error {
+	ents, err := os.ReadDir(balloonDriver)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "virtio") {
+			if err := os.WriteFile(balloonDriver+"/unbind", []byte(e.Name()), 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // boot makes the guest this container's, the first thing the host asks

@@ -60,7 +60,10 @@ type Config struct {
 	// saved device state read from Incoming.
 	MemoryFile   string
 	MemoryShared bool
-	Incoming     *os.File
+	// MemoryReadOnly opens a private MemoryFile read-only (QEMU 8.2 and
+	// later): QEMU can then never write the template.
+	MemoryReadOnly bool
+	Incoming       *os.File
 }
 
 // BaseCmdline is the kernel command line. The console goes to a log file;
@@ -102,17 +105,31 @@ func Version(bin string) (string, error) {
 // carries the fix for CVE-2023-2861, whose mknod then fails with ENXIO for
 // special files; QEMU 8.1 and later create them.
 func SpecialFiles(v string) error {
-	var major, minor int
+	major, minor := versionNumbers(v)
+	if atLeast(v, 8, 1) {
+		return nil
+	}
+	return fmt.Errorf("QEMU %d.%d cannot create unix sockets or FIFOs on a VM container's files (they fail with ENXIO): install QEMU 8.1 or newer (Debian 12: qemu-system-x86 from bookworm-backports, as scripts/deps.sh does)", major, minor)
+}
+
+// ReadOnlyPrivateMemory says whether the QEMU of version line v maps a
+// read-only memory file privately and writably (rom=off, QEMU 8.2).
+func ReadOnlyPrivateMemory(v string) bool { return atLeast(v, 8, 2) }
+
+// versionNumbers reads major and minor from a Version line.
+func versionNumbers(v string) (major, minor int) {
 	f := strings.Fields(v)
 	for i, w := range f {
 		if w == "version" && i+1 < len(f) {
 			fmt.Sscanf(f[i+1], "%d.%d", &major, &minor)
 		}
 	}
-	if major > 8 || major == 8 && minor >= 1 {
-		return nil
-	}
-	return fmt.Errorf("QEMU %d.%d cannot create unix sockets or FIFOs on a VM container's files (they fail with ENXIO): install QEMU 8.1 or newer (Debian 12: qemu-system-x86 from bookworm-backports, as scripts/deps.sh does)", major, minor)
+	return major, minor
+}
+
+func atLeast(v string, major, minor int) bool {
+	ma, mi := versionNumbers(v)
+	return ma > major || ma == major && mi >= minor
 }
 
 // escape doubles commas, QEMU's escape inside an option value.
@@ -183,8 +200,11 @@ func (c *Config) Args() ([]string, []*os.File) {
 		if c.MemoryShared {
 			share = "on"
 		}
-		args = append(args,
-			"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", c.MemoryMiB, escape(c.MemoryFile), share))
+		obj := fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", c.MemoryMiB, escape(c.MemoryFile), share)
+		if c.MemoryReadOnly && !c.MemoryShared {
+			obj += ",readonly=on,rom=off" // a writable private mapping of a read-only file
+		}
+		args = append(args, "-object", obj)
 	}
 	var files []*os.File
 	if c.Transport != nil {
@@ -350,7 +370,9 @@ func (c *Config) jail(bin string, args []string) *jail.Config {
 	for _, s := range c.Shares {
 		j.Shares = append(j.Shares, jail.Share{Path: s.Path, ReadOnly: s.ReadOnly})
 	}
-	if c.MemoryFile != "" {
+	if c.MemoryFile != "" && c.MemoryReadOnly && !c.MemoryShared {
+		j.Files = append(j.Files, abs(c.MemoryFile))
+	} else if c.MemoryFile != "" {
 		j.Writable = append(j.Writable, abs(c.MemoryFile))
 	}
 	if c.Accel == KVM {

@@ -127,6 +127,9 @@ type meta struct {
 	// over could write it; any write (or utime) moves its ctime, which no
 	// one can set back, and the template is then refused.
 	Memory fileID `json:"memory"`
+	// ReadOnly: the QEMU that made it opens the memory file read-only for
+	// a private mapping (8.2 and later), as restored VMs then do.
+	ReadOnly bool `json:"readOnly,omitempty"`
 }
 
 type fileID struct {
@@ -159,45 +162,45 @@ func Prepare(ctx context.Context, qc *qemu.Config, scratchTaps func(int) ([]*os.
 		}
 		how = Built
 	}
-	state, err := open(dir, qc.MemoryMiB)
+	state, m, err := open(dir, qc.MemoryMiB)
 	if err != nil {
 		Invalidate(key)
 		return Cold, key, err
 	}
-	qc.MemoryFile, qc.MemoryShared, qc.Incoming = filepath.Join(dir, "mem"), false, state
+	qc.MemoryFile, qc.MemoryShared, qc.MemoryReadOnly, qc.Incoming = filepath.Join(dir, "mem"), false, m.ReadOnly, state
 	return how, key, nil
 }
 
 // open checks a template and opens its device state.
-func open(dir string, mib int) (*os.File, error) {
+func open(dir string, mib int) (*os.File, *meta, error) {
 	var m meta
 	b, err := os.ReadFile(filepath.Join(dir, "meta.json"))
 	if err == nil {
 		err = json.Unmarshal(b, &m)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("template %s: meta: %w", dir, err)
+		return nil, nil, fmt.Errorf("template %s: meta: %w", dir, err)
 	}
 	if st, err := os.Stat(filepath.Join(dir, "mem")); err != nil || st.Size() != int64(mib)<<20 || m.MemoryMiB != mib {
-		return nil, fmt.Errorf("template %s: memory file does not match %d MiB", dir, mib)
+		return nil, nil, fmt.Errorf("template %s: memory file does not match %d MiB", dir, mib)
 	}
 	if id, err := memoryID(filepath.Join(dir, "mem")); err != nil || id != m.Memory {
-		return nil, fmt.Errorf("template %s: memory file changed since it was made", dir)
+		return nil, nil, fmt.Errorf("template %s: memory file changed since it was made", dir)
 	}
 	f, err := os.Open(filepath.Join(dir, "state"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.LimitReader(f, 64<<20)); err != nil || hex.EncodeToString(h.Sum(nil)) != m.State {
 		f.Close()
-		return nil, fmt.Errorf("template %s: device state is corrupt", dir)
+		return nil, nil, fmt.Errorf("template %s: device state is corrupt", dir)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return f, nil
+	return f, &m, nil
 }
 
 // Invalidate removes a template that failed: the next create makes it anew.
@@ -309,8 +312,13 @@ func build(ctx context.Context, qc *qemu.Config, key string, scratchTaps func(in
 	if err != nil {
 		return err
 	}
+	bin := qc.Binary
+	if bin == "" {
+		bin, _ = qemu.FindBinary()
+	}
+	v, _ := qemu.Version(bin)
 	m, _ := json.Marshal(meta{Key: key, MemoryMiB: qc.MemoryMiB, State: st, Created: time.Now().UTC().Format(time.RFC3339),
-		BuildSecs: time.Since(t0).Seconds(), Memory: id})
+		BuildSecs: time.Since(t0).Seconds(), Memory: id, ReadOnly: qemu.ReadOnlyPrivateMemory(v)})
 	if err := libruntime.WriteFileAtomic(filepath.Join(tmp, "meta.json"), m, 0o600); err != nil {
 		return err
 	}

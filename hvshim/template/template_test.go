@@ -79,7 +79,7 @@ func TestOpenRefusesChangedMemory(t *testing.T) {
 	}
 	b, _ := json.Marshal(meta{MemoryMiB: 1, State: hex.EncodeToString(sum[:]), Memory: id})
 	os.WriteFile(filepath.Join(dir, "meta.json"), b, 0o600)
-	f, err := open(dir, 1)
+	f, _, err := open(dir, 1)
 	if err != nil {
 		t.Fatalf("template as made: %v", err)
 	}
@@ -88,7 +88,7 @@ func TestOpenRefusesChangedMemory(t *testing.T) {
 	w, _ := os.OpenFile(mem, os.O_WRONLY, 0)
 	w.WriteAt([]byte{1}, 4096)
 	w.Close()
-	if f, err := open(dir, 1); err == nil {
+	if f, _, err := open(dir, 1); err == nil {
 		f.Close()
 		t.Fatal("a memory file written since: accepted")
 	}
