@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/runh-project/runh/hvshim/portfwd"
 	"github.com/runh-project/runh/hvshim/proto"
 )
 
@@ -58,6 +59,8 @@ func (s *server) handle(c net.Conn) {
 			return
 		}
 		proto.WriteFrame(c, s.call(req))
+	case portfwd.KindWatch, portfwd.KindDial:
+		portfwd.Serve(c, h.Kind, portTarget)
 	default:
 		c.Close()
 	}

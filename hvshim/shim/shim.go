@@ -105,6 +105,8 @@ type shim struct {
 	initPid  int                // the container's init in the guest
 	members  map[string]*member // a pod's other containers (pod.go)
 	stopping atomic.Bool        // the shim was told to stop the VM
+
+	stopPorts func() // ends the port forwarding (portfwd.go)
 }
 
 // Main runs the shim for the container in dir and returns its exit code.
@@ -235,6 +237,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		ln.Close()
 		return nil, nil, err
 	}
+	s.forwardPorts()
 	go s.forwardSignals()
 	go func() {
 		// A VM that dies (QEMU killed, guest panic) ends the container.
@@ -293,6 +296,9 @@ func (s *shim) setExit(status int) {
 // recording it and stopping the VM.
 func (s *shim) wait() int {
 	<-s.exited
+	if s.stopPorts != nil {
+		s.stopPorts()
+	}
 	waitRelays(&s.relays)
 	libruntime.WriteFileAtomic(filepath.Join(s.dir, ExitFile), fmt.Appendf(nil, `{"status":%d}`, s.status), 0o600)
 	// A container killed by delete --force leaves what it wrote, as on
