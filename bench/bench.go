@@ -29,6 +29,9 @@ type bench struct {
 	cache  string     // runh's private initrd and template cache (RUNH_CACHE_DIR)
 	nonce  string     // keeps IDs (and so cgroup paths) unique across runs
 
+	vmChecked bool  // vmUsable has run: b.rep.VM and vmErr hold its answer
+	vmErr     error // why hypervisor isolation cannot be measured
+
 	trueBundle, sleepBundle string
 	workers                 []*worker
 	mounts                  []string // unmounted at cleanup, before the directory goes
@@ -80,19 +83,14 @@ func newBench(ctx context.Context, c *config) (*bench, error) {
 			return b, err
 		}
 	}
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := integration.BuildRootfs(c.Mkrootfs, rootfs); err != nil {
+	if err := integration.BuildRootfs(c.Mkrootfs, filepath.Join(dir, "rootfs")); err != nil {
 		return b, err
 	}
 	// One bundle per process, shared by every contender and both modes.
-	// crun 1.8.1 refuses spec versions newer than it knows; 1.0.2 is what
-	// all three accept and nothing in the bundle needs more.
-	oldest := func(s *specs.Spec) { s.Version = "1.0.2" }
-	b.trueBundle, b.sleepBundle = filepath.Join(dir, "bundle-true"), filepath.Join(dir, "bundle-sleep")
-	if err := integration.NewBundle(b.trueBundle, rootfs, "", oldest, "/bin/true"); err != nil {
+	if b.trueBundle, err = b.bundle("true", nil, "/bin/true"); err != nil {
 		return b, err
 	}
-	if err := integration.NewBundle(b.sleepBundle, rootfs, "", oldest, "/bin/sleep", "1000000"); err != nil {
+	if b.sleepBundle, err = b.bundle("sleep", nil, "/bin/sleep", "1000000"); err != nil {
 		return b, err
 	}
 	n := 1
@@ -107,6 +105,20 @@ func newBench(ctx context.Context, c *config) (*bench, error) {
 		b.workers = append(b.workers, w)
 	}
 	return b, nil
+}
+
+// bundle writes the bundle bundle-name into the run's directory: args on
+// the shared busybox rootfs, its spec adjusted by mutate (may be nil). crun
+// 1.8.1 refuses spec versions newer than it knows; 1.0.2 is what all three
+// runtimes accept and nothing in the bundles needs more.
+func (b *bench) bundle(name string, mutate func(*specs.Spec), args ...string) (string, error) {
+	dir := filepath.Join(b.dir, "bundle-"+name)
+	return dir, integration.NewBundle(dir, filepath.Join(b.dir, "rootfs"), "", func(s *specs.Spec) {
+		s.Version = "1.0.2"
+		if mutate != nil {
+			mutate(s)
+		}
+	}, args...)
 }
 
 func environment(c *config) Env {
@@ -157,6 +169,7 @@ func (b *bench) run() error {
 		{"run", b.benchRun}, {"verbs", b.benchVerbs}, {"exec", b.benchExec},
 		{"throughput", b.benchThroughput}, {"memory", b.benchMemory},
 		{"vm", b.benchVM}, // vm-run and vm-memory
+		{"vm-size", b.benchVMSize}, {"vm-kernel", b.benchVMKernel},
 		{"net", b.benchNet}, {"userland", b.benchUserland}, {"pod", b.benchPod},
 		{"app", b.benchApp},
 	}

@@ -1,7 +1,9 @@
 // Command bench compares runh with runc and crun (process isolation) and
 // with a bare QEMU boot (hypervisor isolation, VMs restored from a
 // template and booted), interleaving the contenders on one busybox
-// bundle; measures the network in both modes, a real userland (Debian
+// bundle; measures what a VM's size gives and costs (a parallel CPU job,
+// idle memory, memory the guest frees) and the guest kernel against an
+// earlier one; measures the network in both modes, a real userland (Debian
 // with Python) in both modes beside runc, and a real application
 // (WordPress and MariaDB under podman) in every assignment of its two
 // containers to the modes beside runc; and writes docs/benchmarks.md
@@ -26,7 +28,8 @@ import (
 )
 
 // Sections, in the order they run.
-var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "net", "userland", "pod", "app"}
+var allSections = []string{"run", "verbs", "exec", "throughput", "memory", "vm-run", "vm-memory", "vm-size", "vm-kernel",
+	"net", "userland", "pod", "app"}
 
 type config struct {
 	Runh, Runc, Crun string
@@ -38,6 +41,10 @@ type config struct {
 	TPConcurrency    []int
 	VMN, VMMany      int
 	VMMemory, VMCPUs int    // floor sizes when runh's own cannot be read
+	VMSizeN          int    // rounds of the vm-size section
+	VMCPUIterations  int    // iterations of each busy loop of vm-size's CPU job
+	VMFreeWait       int    // seconds vm-size waits for freed guest memory to go back to the host
+	GuestBefore      string // vm-kernel: the guest asset directory to compare the current kernel with ("": none)
 	NetN             int    // rounds of the network section
 	NetMiB, NetVMMiB int    // MiB per TCP sample, process and hypervisor isolation
 	NetRequests      int    // HTTP GETs per sample
@@ -81,6 +88,10 @@ func parseFlags() (*config, error) {
 	flag.IntVar(&c.VMMany, "vm-many", 10, "sleeping VM containers for the many-containers PSS figure")
 	flag.IntVar(&c.VMMemory, "vm-memory", 256, "floor memory (MiB) if runh's VM size cannot be read")
 	flag.IntVar(&c.VMCPUs, "vm-cpus", 1, "floor vCPUs if runh's VM size cannot be read")
+	flag.IntVar(&c.VMSizeN, "vm-size-n", 3, "rounds of the vm-size section (each: the CPU job in every contender, then the small and the default VM's memory)")
+	flag.IntVar(&c.VMCPUIterations, "vm-cpu-iterations", 200000, "iterations of each of the vm-size CPU job's busy loops (one loop per host CPU, in parallel)")
+	flag.IntVar(&c.VMFreeWait, "vm-free-wait", 20, "seconds vm-size waits, after the guest frees 1 GiB, before reading QEMU's memory again")
+	flag.StringVar(&c.GuestBefore, "guest-before", "", "vm-kernel: a guest asset directory (vmlinux, version) to compare runh's current guest kernel with (empty: the current one only)")
 	flag.IntVar(&c.NetN, "net-n", 5, "rounds of the network section (each: one sample of every network figure per contender)")
 	flag.IntVar(&c.NetMiB, "net-mib", 256, "MiB per TCP throughput sample, process isolation")
 	flag.IntVar(&c.NetVMMiB, "net-vm-mib", 64, "MiB per TCP throughput sample, hypervisor isolation (less than -net-mib: TCG)")
@@ -118,13 +129,14 @@ func parseFlags() (*config, error) {
 	}
 	sort.Ints(c.TPConcurrency)
 	if c.N < 1 || c.MemN < 1 || c.TPTotal < 1 || c.TPRounds < 1 || c.VMN < 1 || c.VMMany < 1 ||
+		c.VMSizeN < 1 || c.VMCPUIterations < 1 || c.VMFreeWait < 1 ||
 		c.NetN < 1 || c.NetMiB < 1 || c.NetVMMiB < 1 || c.NetRequests < 1 || c.UserlandN < 1 ||
 		c.AppN < 1 || c.AppSeconds < 1 || c.AppClients < 1 {
 		return nil, errors.New("iteration counts must be at least 1")
 	}
 	// Paths are resolved now: the harness changes nothing about its cwd,
 	// but runtimes get absolute paths only.
-	for _, p := range []*string{&c.Runh, &c.Mkrootfs, &c.Mkdebian, &c.Mkapp, &c.UserlandRootfs, &c.MD, &c.JSON, &c.Workdir} {
+	for _, p := range []*string{&c.Runh, &c.Mkrootfs, &c.Mkdebian, &c.Mkapp, &c.UserlandRootfs, &c.GuestBefore, &c.MD, &c.JSON, &c.Workdir} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
 			if err != nil {

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Row names of the process-isolation figures, also used by the reading.
@@ -79,14 +77,7 @@ func (b *bench) benchExec() error {
 	var live []*runtime
 	for _, r := range b.rts {
 		id := b.id(r, "exec", 0)
-		_, _, fd, err := w.create(r, id, b.sleepBundle)
-		if err == nil {
-			unix.Close(fd)
-			if _, _, err = w.call(r, "start", id); err != nil {
-				w.forceDelete(r, id)
-			}
-		}
-		if err != nil {
+		if _, err := w.startDetached(r, id, b.sleepBundle); err != nil {
 			x.fail(r.Name, err)
 			continue
 		}

@@ -100,6 +100,8 @@ func (r *Report) reading() []string {
 		}
 	}
 	out = append(out, r.vmReading()...)
+	out = append(out, r.vmSizeReading()...)
+	out = append(out, r.rowReadings(hypervisor, "kernel", "Guest kernel, ", "; ", sameName)...)
 	out = append(out, r.netReading()...)
 	out = append(out, r.userlandReading()...)
 	out = append(out, r.appReading()...)
@@ -266,6 +268,67 @@ func (r *Report) vmReading() []string {
 	return out
 }
 
+// vmSizeReading says what a VM sized like the host gives (the parallel
+// CPU job) and costs (idle memory), and how much of the memory its guest
+// frees goes back to the host.
+func (r *Report) vmSizeReading() []string {
+	var out []string
+	vm := readingVMSubject
+	if x := r.find(hypervisor, rowSizeCPU); x != nil {
+		if s := r.sentence(x, "s"); s != "" {
+			line := "Parallel CPU job, one busy loop per host CPU: " + s
+			var ns []string
+			if np := r.find(hypervisor, rowSizeNproc); np != nil {
+				for _, se := range np.Series {
+					if se.N > 0 {
+						ns = append(ns, fmt.Sprintf("%s %.0f", se.Runtime, se.Median))
+					}
+				}
+			}
+			if len(ns) > 0 {
+				line += " (`nproc`: " + strings.Join(ns, ", ") + ")"
+			}
+			if q, ok := x.ratio(sizeVM1 + "/" + vm); ok {
+				line += fmt.Sprintf("; with 1 vCPU the job takes %.2f times as long as sized like the host", q)
+			}
+			if q, ok := x.ratio(vm + "/" + readingSubject); ok {
+				line += fmt.Sprintf("; sized like the host, %.2f times process isolation's time", q)
+			}
+			out = append(out, line+".")
+		}
+	}
+	idle := r.find(hypervisor, rowSizeOne)
+	if s := r.sentence(idle, "MiB"); s != "" {
+		line := "An idle VM's host PSS (shim + QEMU) by size: " + s
+		if q, ok := idle.ratio(vm + "/" + sizeVMSmall); ok {
+			line += fmt.Sprintf("; the default size costs %.2f times the small one's", q)
+		}
+		out = append(out, line+".")
+	}
+	med := func(row string) (float64, bool) { return r.find(hypervisor, row).median(vm) }
+	base, ok0 := med(rowSizeQEMU)
+	held, ok1 := med(rowSizeHeldPSS)
+	freed, ok2 := med(rowSizeFreedPSS)
+	later, ok3 := med(rowSizeLaterPSS)
+	if ok0 && ok1 && ok2 && ok3 {
+		wait := "the wait"
+		if r.Config != nil {
+			wait = fmt.Sprintf("%d s later", r.Config.VMFreeWait)
+		}
+		line := fmt.Sprintf("1 GiB written to tmpfs in a default-size VM, then removed: QEMU PSS idle %s MiB, holding it %s MiB, "+
+			"just after removing it %s MiB, %s %s MiB", num(base), num(held), num(freed), wait, num(later))
+		if grown := held - base; grown > 0 {
+			if back := (held - later) / grown; back >= 0.005 {
+				line += fmt.Sprintf("; %.0f%% of what the guest took went back to the host", 100*back)
+			} else {
+				line += "; none of what the guest took went back to the host"
+			}
+		}
+		out = append(out, line+".")
+	}
+	return out
+}
+
 // userlandReading sets the userland steps against TCG's own cost and the
 // targets of issue 16.
 func (r *Report) userlandReading() []string {
@@ -345,14 +408,17 @@ func (r *Report) userlandReading() []string {
 
 // netReading gives each network figure's medians and ratios.
 func (r *Report) netReading() []string {
-	return r.rowReadings(network, "Network, ", "; ", func(name string) string { return name })
+	return r.rowReadings(network, "", "Network, ", "; ", sameName)
 }
 
-// rowReadings gives a line per row of section sec: prefix, the row's short
-// name, its medians, then its ratios after sep, each named by ratioName.
-func (r *Report) rowReadings(sec, prefix, sep string, ratioName func(string) string) []string {
+func sameName(name string) string { return name }
+
+// rowReadings gives a line per row of section sec and table (""; all):
+// prefix, the row's short name, its medians, then its ratios after sep,
+// each named by ratioName.
+func (r *Report) rowReadings(sec, table, prefix, sep string, ratioName func(string) string) []string {
 	var out []string
-	for _, x := range r.rows(sec, "") {
+	for _, x := range r.rows(sec, table) {
 		s := r.sentence(x, x.Unit)
 		if s == "" {
 			continue

@@ -22,6 +22,9 @@ var tableTitles = map[string]string{
 	"boot":       "`run` of /bin/true against the floor (s, lower is better)",
 	"phases":     "Where runh's time goes: the same container verb by verb (s; … rows are parts of `create`)",
 	"pss":        "Host memory of shim + QEMU (PSS, MiB, lower is better)",
+	"size-cpu":   "A VM sized like the host against 1 vCPU: a parallel CPU job, and what the container sees (lower time is better)",
+	"size-mem":   "Host memory of a small and a default-size VM, and of memory the guest frees (MiB, lower is better)",
+	"kernel":     "The guest kernel against an earlier one (lower is better)",
 	"network":    "Host → container over a bridge (higher is better)",
 	"steps":      "Steps timed inside one container per contender and round (s, lower is better)",
 	"whole":      "Whole `run` (s, lower is better)",
@@ -112,6 +115,13 @@ func (r *Report) markdown(jsonPath string) string {
 	if _, skipped := r.Skipped["vm-run"]; c.has("vm-run") && !skipped {
 		fmt.Fprintf(&b, " Hypervisor `run`: %d iterations, restored, booted and the floor interleaved.", c.VMN)
 	}
+	if _, skipped := r.Skipped["vm-size"]; c.has("vm-size") && !skipped {
+		fmt.Fprintf(&b, " VM size: %d rounds, each the CPU job in every contender (rotated), then an idle small VM, an idle default one "+
+			"and the default one's guest taking and freeing 1 GiB.", c.VMSizeN)
+	}
+	if _, skipped := r.Skipped["vm-kernel"]; c.has("vm-kernel") && !skipped {
+		fmt.Fprintf(&b, " Guest kernel: %d iterations per kernel, booted and restored interleaved.", c.VMN)
+	}
 	if _, skipped := r.Skipped["net"]; c.has("net") && !skipped {
 		b.WriteString(" Network: one server container per contender, each in its own network namespace on a private bridge " +
 			"(veth, address, default route: what the CNI bridge plugin sets up), the namespace's path in config.json; " +
@@ -138,7 +148,8 @@ func (r *Report) markdown(jsonPath string) string {
 			r.appPreamble(&b)
 		}
 		r.skippedFor(&b, sec.id)
-		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "network", "steps", "whole", "pod", app} {
+		for _, t := range []string{"latency", "throughput", "memory", "boot", "phases", "pss", "size-cpu", "size-mem", "kernel",
+			"network", "steps", "whole", "pod", app} {
 			rows := r.rows(sec.id, t)
 			if len(rows) > 0 {
 				fmt.Fprintf(&b, "### %s\n\n%s\n", tableTitles[t], table(rows))
@@ -159,17 +170,25 @@ func (r *Report) vmPreamble(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "Accelerator **%s** (%s). Guest kernel `%s` (%s); %s; transport %s. "+
-		"VM: %s, %d MiB, %d vCPU (from %s). Phase breakdown: %s.\n\n",
+		"VM: %s, %d MiB, %d vCPU (from %s).",
 		v.Accel, v.AccelReason, v.Kernel, v.KernelVersion, v.QEMUVersion, v.Transport,
-		machineName(v.Machine), v.MemoryMiB, v.CPUs, v.SizesFrom, v.Phases)
+		machineName(v.Machine), v.MemoryMiB, v.CPUs, v.SizesFrom)
+	if v.Phases != "" { // vm-run ran
+		fmt.Fprintf(b, " Phase breakdown: %s.", v.Phases)
+	}
+	b.WriteString("\n\n")
 	if v.Template == "" {
 		return
 	}
 	fmt.Fprintf(b, "Method: `runh-vm` is runh's default, each VM restored from a template; `runh-vm-cold` boots each "+
 		"(`--vm-template=false`). runh keeps its initrd and templates in a cache of this run's own (`RUNH_CACHE_DIR`), "+
 		"so the template is made by this run's first VM (whose boot.json said **%s**%s) before anything is timed, "+
-		"and no other VM on the host shares its pages. How the timed VMs started, by their boot.json: %s.\n\n",
-		v.Template, parenthesized(v.TemplateReason), startsText(v.Starts))
+		"and no other VM on the host shares its pages.",
+		v.Template, parenthesized(v.TemplateReason))
+	if len(v.Starts) > 0 {
+		fmt.Fprintf(b, " How the timed VMs started, by their boot.json: %s.", startsText(v.Starts))
+	}
+	b.WriteString("\n\n")
 }
 
 func parenthesized(s string) string {

@@ -24,6 +24,15 @@ type runtime struct {
 	Timeout time.Duration // per invocation
 }
 
+// withTimeout returns a copy of r whose invocations may take d, if that
+// is longer than r's own (e.g. a job inside a VM under TCG). The copy keeps
+// r's name and root, so its containers are r's.
+func withTimeout(r *runtime, d time.Duration) *runtime {
+	c := *r
+	c.Timeout = max(c.Timeout, d)
+	return &c
+}
+
 func (r *runtime) command(ctx context.Context, args ...string) *exec.Cmd {
 	all := append(append([]string{"--root", r.Root}, r.Global...), args...)
 	cmd := exec.CommandContext(ctx, r.Path, all...)
@@ -131,6 +140,23 @@ func (w *worker) create(r *runtime, id, bundle string) (d time.Duration, pid, fd
 		return d, 0, -1, fmt.Errorf("%s create: pid file: %w", r.Name, err)
 	}
 	return d, pid, fd, nil
+}
+
+// startDetached creates and starts a container of bundle that keeps
+// running (the caller deletes it) and returns the PID of what waits for it
+// on the host: its init, or runh's shim. A container that fails to start
+// is deleted.
+func (w *worker) startDetached(r *runtime, id, bundle string) (int, error) {
+	_, pid, fd, err := w.create(r, id, bundle)
+	if err != nil {
+		return 0, err
+	}
+	unix.Close(fd)
+	if _, _, err := w.call(r, "start", id); err != nil {
+		w.forceDelete(r, id)
+		return 0, err
+	}
+	return pid, nil
 }
 
 // times are the parts of one container's life cycle.

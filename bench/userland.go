@@ -291,14 +291,10 @@ func (b *bench) benchUserland() error {
 		}
 	}
 	// Steps in a VM take tens of seconds under TCG today.
-	slow := func(r *runtime) *runtime {
-		c := *r
-		c.Timeout = max(c.Timeout, 5*time.Minute)
-		return &c
-	}
-	rts := []*runtime{slow(b.rts[0]), slow(b.vm)}
+	const slow = 5 * time.Minute
+	rts := []*runtime{withTimeout(b.rts[0], slow), withTimeout(b.vm, slow)}
 	if runc != nil {
-		rts = append(rts, slow(runc))
+		rts = append(rts, withTimeout(runc, slow))
 	}
 	vm, proc := b.vm.Name, b.rts[0].Name
 	pairs := []string{vm + "/" + proc}

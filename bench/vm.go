@@ -38,22 +38,30 @@ type VMInfo struct {
 	TemplateReason string `json:"templateReason,omitempty"`
 	// Starts counts how the timed VMs started, by contender and boot.json
 	// outcome (restored, built, cold), over the verb-by-verb runs.
-	Starts map[string]map[string]int `json:"starts,omitempty"`
-	Check  json.RawMessage           `json:"check"`
+	Starts startCounts `json:"starts,omitempty"`
+	// Kernels are the guest kernels the vm-kernel section compared.
+	Kernels []GuestKernel   `json:"kernels,omitempty"`
+	Check   json.RawMessage `json:"check"`
 }
 
 // countStart records how one VM of contender rt started.
-func (v *VMInfo) countStart(rt, how string) {
+func (v *VMInfo) countStart(rt, how string) { v.Starts.add(rt, how) }
+
+// startCounts counts how VMs started, by contender and boot.json outcome.
+type startCounts map[string]map[string]int
+
+// add records how one VM of contender rt started ("": not recorded).
+func (m *startCounts) add(rt, how string) {
 	if how == "" {
 		how = "unrecorded"
 	}
-	if v.Starts == nil {
-		v.Starts = map[string]map[string]int{}
+	if *m == nil {
+		*m = startCounts{}
 	}
-	if v.Starts[rt] == nil {
-		v.Starts[rt] = map[string]int{}
+	if (*m)[rt] == nil {
+		(*m)[rt] = map[string]int{}
 	}
-	v.Starts[rt][how]++
+	(*m)[rt][how]++
 }
 
 const (
@@ -90,11 +98,17 @@ type checkReport struct {
 // check asks runh whether hypervisor isolation is usable here. The report
 // may be the whole answer or its "hypervisor" member.
 func (b *bench) check() (*checkReport, json.RawMessage, error) {
+	return b.checkEnv(b.vm.Env) // the run's own cache
+}
+
+// checkEnv is check with env added to runh's environment (e.g. another
+// guest kernel's RUNH_GUEST_DIR).
+func (b *bench) checkEnv(env []string) (*checkReport, json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, b.c.Runh, "check", "--format", "json")
-	cmd.Env = append(os.Environ(), b.vm.Env...) // the run's own cache
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = &stderr
 	out, runErr := cmd.Output()
 	raw := json.RawMessage(bytes.TrimSpace(out))
@@ -123,18 +137,18 @@ func (b *bench) check() (*checkReport, json.RawMessage, error) {
 	return &r, raw, nil
 }
 
-func (b *bench) benchVM() error {
-	skipAll := func(reason string) {
-		for _, s := range []string{"vm-run", "vm-memory"} {
-			if b.c.has(s) {
-				b.rep.skip(s, reason)
-			}
-		}
+// vmUsable checks, once per run, that hypervisor isolation works here and
+// returns what it runs on; the error is why every hypervisor section is
+// skipped.
+func (b *bench) vmUsable() (*VMInfo, error) {
+	if b.vmChecked {
+		return b.rep.VM, b.vmErr
 	}
+	b.vmChecked = true
 	chk, raw, err := b.check()
 	if err != nil {
-		skipAll(err.Error())
-		return nil
+		b.vmErr = err
+		return nil, err
 	}
 	info := &VMInfo{Accel: chk.Accel, AccelReason: chk.AccelReason, Kernel: chk.Kernel,
 		KernelVersion: chk.KernelVersion, QEMUVersion: chk.QEMUVersion, Transport: chk.Transport, Check: raw}
@@ -144,7 +158,20 @@ func (b *bench) benchVM() error {
 	// initrd and the VM template into the run's cache before anything is
 	// timed, and its QEMU command line gives the floor its sizes.
 	if err := b.probeVM(info); err != nil {
-		skipAll("a hypervisor-isolated container does not run: " + err.Error())
+		b.vmErr = fmt.Errorf("a hypervisor-isolated container does not run: %w", err)
+		return info, b.vmErr
+	}
+	return info, nil
+}
+
+func (b *bench) benchVM() error {
+	info, err := b.vmUsable()
+	if err != nil {
+		for _, s := range []string{"vm-run", "vm-memory"} {
+			if b.c.has(s) {
+				b.rep.skip(s, err.Error())
+			}
+		}
 		return nil
 	}
 	if b.c.has("vm-run") && b.ctx.Err() == nil {
@@ -184,7 +211,36 @@ func (b *bench) probeVM(info *VMInfo) error {
 	if q == 0 {
 		return nil
 	}
-	args := cmdline(q)
+	a := parseQEMUArgs(cmdline(q))
+	if a.MemoryMiB > 0 {
+		info.MemoryMiB = a.MemoryMiB
+	}
+	if a.CPUs > 0 {
+		info.CPUs = a.CPUs
+	}
+	set := func(to *string, v string) {
+		if v != "" {
+			*to = v
+		}
+	}
+	set(&info.Machine, a.Machine)
+	set(&info.Accel, a.Accel)
+	set(&info.Kernel, a.Kernel)
+	info.SizesFrom = "the command line of runh's QEMU"
+	return nil
+}
+
+// qemuArgs is what the harness reads off a QEMU command line.
+type qemuArgs struct {
+	MemoryMiB, CPUs        int
+	Machine, Accel, Kernel string
+}
+
+// parseQEMUArgs reads the guest's memory (MiB) and vCPUs, the machine
+// type, the accelerator and the kernel off QEMU's arguments; what it does
+// not find stays zero.
+func parseQEMUArgs(args []string) qemuArgs {
+	var a qemuArgs
 	for i := 0; i+1 < len(args); i++ {
 		switch v := args[i+1]; args[i] {
 		case "-m":
@@ -193,22 +249,32 @@ func (b *bench) probeVM(info *VMInfo) error {
 				if strings.HasPrefix(v[len(strconv.Itoa(n)):], "G") {
 					n <<= 10
 				}
-				info.MemoryMiB = n
+				a.MemoryMiB = n
 			}
 		case "-smp":
 			if n := leadingInt(strings.TrimPrefix(v, "cpus=")); n > 0 {
-				info.CPUs = n
+				a.CPUs = n
 			}
 		case "-M", "-machine":
-			info.Machine = v
+			a.Machine = v
 		case "-accel":
-			info.Accel, _, _ = strings.Cut(v, ",")
+			a.Accel, _, _ = strings.Cut(v, ",")
 		case "-kernel":
-			info.Kernel = v
+			a.Kernel = v
 		}
 	}
-	info.SizesFrom = "the command line of runh's QEMU"
-	return nil
+	return a
+}
+
+// vmSize is "M MiB, N vCPU" of the VM under shim, from its QEMU's command
+// line, or "" when there is no QEMU.
+func vmSize(shim int) string {
+	q := findQEMU(shim)
+	if q == 0 {
+		return ""
+	}
+	a := parseQEMUArgs(cmdline(q))
+	return fmt.Sprintf("%d MiB, %d vCPU", a.MemoryMiB, a.CPUs)
 }
 
 // findQEMU returns the QEMU among pid's descendants, or 0.
@@ -340,6 +406,15 @@ func readBootTimes(r *runtime, id string) *bootTimes {
 	return &t
 }
 
+// startedHow is how container id's VM started by its boot.json
+// (restored, built, cold), or "" without one.
+func startedHow(r *runtime, id string) string {
+	if bt := readBootTimes(r, id); bt != nil {
+		return bt.Template
+	}
+	return ""
+}
+
 func machineName(m string) string {
 	if m == "" {
 		return "machine type of hvshim/qemu"
@@ -400,15 +475,11 @@ func (b *bench) benchVMMemory() {
 	start := func(rt *runtime, i int) error {
 		w := b.workers[i%len(b.workers)]
 		id := b.id(rt, "pss", i)
-		_, shim, fd, err := w.create(rt, id, b.sleepBundle)
+		shim, err := w.startDetached(rt, id, b.sleepBundle)
 		if err != nil {
 			return err
 		}
-		unix.Close(fd)
 		ids, rts[id] = append(ids, id), rt
-		if _, _, err := w.call(rt, "start", id); err != nil {
-			return err
-		}
 		shims = append(shims, shim)
 		return nil
 	}
@@ -453,7 +524,9 @@ func (b *bench) benchVMMemory() {
 	}
 }
 
-type pssSample struct{ shim, qemu int64 }
+// pssSample is the PSS (KiB) of shims' process trees, QEMU counted apart,
+// and QEMU's RSS.
+type pssSample struct{ shim, qemu, qemuRSS int64 }
 
 // samplePSS lets the guests settle, then samples the PSS of every shim's
 // process tree a few times, QEMU counted apart from the rest.
@@ -466,18 +539,25 @@ func (b *bench) samplePSS(shims []int) []pssSample {
 		return nil
 	}
 	for i := 0; i < samples && b.ctx.Err() == nil; i++ {
-		var s pssSample
-		for _, shim := range shims {
-			for _, p := range tree(shim) {
-				if strings.HasPrefix(comm(p), "qemu") {
-					s.qemu += pssKiB(p)
-				} else {
-					s.shim += pssKiB(p)
-				}
-			}
-		}
-		out = append(out, s)
+		out = append(out, sampleMem(shims))
 		time.Sleep(every)
 	}
 	return out
+}
+
+// sampleMem reads the memory of every shim's process tree once.
+func sampleMem(shims []int) pssSample {
+	var s pssSample
+	for _, shim := range shims {
+		for _, p := range tree(shim) {
+			if strings.HasPrefix(comm(p), "qemu") {
+				s.qemu += pssKiB(p)
+				rss, _ := memKiB(p)
+				s.qemuRSS += rss
+			} else {
+				s.shim += pssKiB(p)
+			}
+		}
+	}
+	return s
 }

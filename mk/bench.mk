@@ -5,11 +5,20 @@
 # without /sys/fs/cgroup/unified (crun refuses the hybrid layout) and writes
 # docs/benchmarks.md and docs/benchmarks.json.
 #
-#   make bench                         everything (about 17 minutes on 2 cores, TCG)
+#   make bench                         everything (about 24 minutes on 2 cores, TCG)
 #                                      runh, Debian's runc and crun, and runc-src
 #   make bench BENCH_FLAGS='-sections run,verbs -n 20'
 #   make bench BENCH_FLAGS='-md build/bench.md -json build/bench.json'
 #   make bench BENCH_FLAGS='-sections vm-run,vm-memory'   VMs restored and booted, the floor, host PSS
+#   make bench BENCH_FLAGS='-sections vm-size'   a VM sized like the host against 1 vCPU (a parallel
+#                                      CPU job), a small and a default-size VM idle (host PSS), and
+#                                      QEMU's memory as the guest takes 1 GiB and frees it (-vm-size-n
+#                                      rounds: 3, about 5 minutes here)
+#   make bench BENCH_FLAGS='-sections vm-kernel' BENCH_GUEST_BEFORE=DIR
+#                                      the guest kernel against an earlier one (DIR: vmlinux, version,
+#                                      e.g. an entry of /var/cache/runh/kernel): size, booted and restored
+#                                      starts, idle PSS (-vm-n rounds); without BENCH_GUEST_BEFORE the
+#                                      current one only
 #   make bench BENCH_FLAGS='-sections net'   host → container network, both modes
 #                                      (builds and removes its own bridge, netns, veths, iptables chains)
 #   make bench BENCH_FLAGS='-sections userland'   Python, a tree walk, reads, writes and a CPU job on
@@ -28,6 +37,9 @@ BENCH_FLAGS ?=
 # Guest assets the hypervisor sections boot; without them those sections
 # report "skipped" and the rest still runs.
 BENCH_GUEST ?= guest-kernel
+# An earlier guest kernel's directory for the vm-kernel section (RUNH_GUEST_DIR
+# of runh when it boots that one); empty: the section reports the current one.
+BENCH_GUEST_BEFORE ?=
 
 .PHONY: bench bench-deps bench-build
 
@@ -62,4 +74,5 @@ bench: bench-deps bin/runh bench-build
 	-@$(MAKE) --no-print-directory $(RUNC_SRC)
 	$(BENCH_BIN) -runh bin/runh -runc /usr/sbin/runc -crun /usr/bin/crun \
 		$$(test -x $(RUNC_SRC) && echo -runc-src $(RUNC_SRC)) \
+		$(if $(BENCH_GUEST_BEFORE),-guest-before $(BENCH_GUEST_BEFORE)) \
 		-md docs/benchmarks.md -json docs/benchmarks.json $(BENCH_FLAGS)
