@@ -305,18 +305,21 @@ func (r *Report) vmSizeReading() []string {
 		}
 		out = append(out, line+".")
 	}
-	med := func(row string) (float64, bool) { return r.find(hypervisor, row).median(vm) }
-	base, ok0 := med(rowSizeQEMU)
-	held, ok1 := med(rowSizeHeldPSS)
-	freed, ok2 := med(rowSizeFreedPSS)
-	later, ok3 := med(rowSizeLaterPSS)
-	if ok0 && ok1 && ok2 && ok3 {
+	for _, who := range []string{vm, sizeVMBooted} {
+		med := func(row string) (float64, bool) { return r.find(hypervisor, row).median(who) }
+		base, ok0 := med(rowSizeQEMU)
+		held, ok1 := med(rowSizeHeldPSS)
+		freed, ok2 := med(rowSizeFreedPSS)
+		later, ok3 := med(rowSizeLaterPSS)
+		if !ok0 || !ok1 || !ok2 || !ok3 {
+			continue
+		}
 		wait := "the wait"
 		if r.Config != nil {
 			wait = fmt.Sprintf("%d s later", r.Config.VMFreeWait)
 		}
-		line := fmt.Sprintf("1 GiB written to tmpfs in a default-size VM, then removed: QEMU PSS idle %s MiB, holding it %s MiB, "+
-			"just after removing it %s MiB, %s %s MiB", num(base), num(held), num(freed), wait, num(later))
+		line := fmt.Sprintf("1 GiB written to tmpfs in %s, then removed: QEMU PSS idle %s MiB, holding it %s MiB, "+
+			"just after removing it %s MiB, %s %s MiB", who, num(base), num(held), num(freed), wait, num(later))
 		if grown := held - base; grown > 0 {
 			if back := (held - later) / grown; back >= 0.005 {
 				line += fmt.Sprintf("; %.0f%% of what the guest took went back to the host", 100*back)

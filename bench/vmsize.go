@@ -44,6 +44,10 @@ const (
 	// Series of the section besides runh and runh-vm (the default size).
 	sizeVM1     = "runh-vm-1cpu"  // io.runh.vm.cpus: 1
 	sizeVMSmall = "runh-vm-small" // io.runh.vm.memory: 256, io.runh.vm.cpus: 1
+	// The default size booted (io.runh.vm.template: false): only a booted
+	// VM hands freed pages back (a restored one's RAM is its template's
+	// file, docs/hypervisor.md).
+	sizeVMBooted = "runh-vm-booted"
 
 	sizeSmallMiB = 256
 	sizeHoldMiB  = 1024                  // what the guest writes to tmpfs, then removes
@@ -182,6 +186,13 @@ func (b *bench) benchVMSize() error {
 	if err != nil {
 		return err
 	}
+	bootedBundle, err := b.bundle("sleep-shm-booted", func(s *specs.Spec) {
+		roomyShm(s)
+		annotate(libruntime.AnnotationVMTemplate, "false")(s)
+	}, "/bin/sleep", "1000000")
+	if err != nil {
+		return err
+	}
 	// The loops take seconds inside a VM under TCG, tens with 1 vCPU on a
 	// busy host.
 	const slow = 10 * time.Minute
@@ -240,7 +251,8 @@ func (b *bench) benchVMSize() error {
 			}
 		}
 		if i >= warmup && b.ctx.Err() == nil {
-			b.sizeMemory(i, smallBundle, bigBundle, mem, &starts, sizes)
+			b.sizeMemory(i, []sizeContender{{sizeVMSmall, b.vm, smallBundle}, {b.vm.Name, b.vm, bigBundle}, {sizeVMBooted, b.vm, bootedBundle}},
+				mem, &starts, sizes)
 		}
 	}
 	mem[rowSizeOne].Note += fmt.Sprintf("; sizes from QEMU's command line: %s; how they started, by their boot.json: %s",
@@ -254,7 +266,7 @@ func (b *bench) sizeMemRows() map[string]*Result {
 	rows := map[string]*Result{}
 	for _, name := range []string{rowSizeShim, rowSizeQEMU, rowSizeOne, rowSizeRSS,
 		rowSizeHeldPSS, rowSizeFreedPSS, rowSizeLaterPSS, rowSizeHeldRSS, rowSizeFreedRSS, rowSizeLaterRSS} {
-		x := b.rep.result(hypervisor, "size-mem", name, "MiB", false, sizeVMSmall, vm)
+		x := b.rep.result(hypervisor, "size-mem", name, "MiB", false, sizeVMSmall, vm, sizeVMBooted)
 		x.RatioPairs = []string{vm + "/" + sizeVMSmall}
 		rows[name] = x
 	}
@@ -263,24 +275,25 @@ func (b *bench) sizeMemRows() map[string]*Result {
 		sizeVMSmall, libruntime.AnnotationVMMemory, sizeSmallMiB, libruntime.AnnotationVMCPUs, vm)
 	rows[rowSizeHeldPSS].Note = fmt.Sprintf("in the %s container, after its idle figures: `exec` of dd writing %d MiB of zeros to %s (a tmpfs, %d MiB), "+
 		"read when it returns; then `exec` of rm, read when it returns; then read every second for %d s (-vm-free-wait), the last reading kept; "+
-		"the guest hands freed pages back by free page reporting (virtio-balloon), about 2 s after they are freed, in 2–4 MiB chunks",
-		vm, sizeHoldMiB, sizeHoldFile, sizeHoldMiB+64, b.c.VMFreeWait)
+		"a booted guest hands freed pages back by free page reporting (virtio-balloon), about 2 s after they are freed, in 2–4 MiB chunks; "+
+		"%s is the default size booted (`%s: false`): a VM restored from a template reports nothing (its RAM is the template's file)",
+		vm, sizeHoldMiB, sizeHoldFile, sizeHoldMiB+64, b.c.VMFreeWait, sizeVMBooted, libruntime.AnnotationVMTemplate)
 	return rows
 }
 
-// sizeMemory reads, in round i, the host memory of an idle small VM, then
-// of an idle default one, and the default one's as its guest takes 1 GiB
-// and gives it back.
-func (b *bench) sizeMemory(i int, small, big string, rows map[string]*Result, starts *startCounts, sizes map[string]string) {
+// sizeMemory reads, in round i, the host memory of each idle VM of cs,
+// and of the default-size ones as their guest takes 1 GiB and gives it
+// back.
+func (b *bench) sizeMemory(i int, cs []sizeContender, rows map[string]*Result, starts *startCounts, sizes map[string]string) {
 	w := b.workers[0]
-	for _, c := range []struct{ name, bundle string }{{sizeVMSmall, small}, {b.vm.Name, big}} {
-		id := b.id(b.vm, "size-"+c.name, i)
-		shim, err := w.startDetached(b.vm, id, c.bundle)
+	for _, c := range cs {
+		id := b.id(c.rt, "size-"+c.name, i)
+		shim, err := w.startDetached(c.rt, id, c.bundle)
 		if err != nil {
 			rows[rowSizeOne].fail(c.name, err)
 			continue
 		}
-		how := startedHow(b.vm, id)
+		how := startedHow(c.rt, id)
 		starts.add(c.name, how)
 		sizes[c.name] = vmSize(shim)
 		for _, s := range b.samplePSS([]int{shim}) {
@@ -290,19 +303,18 @@ func (b *bench) sizeMemory(i int, small, big string, rows map[string]*Result, st
 			rows[rowSizeRSS].add(c.name, mib(s.qemuRSS))
 		}
 		logf("vm-size: idle %s (%s, started %s): %s", c.name, sizes[c.name], how, memText(sampleMem([]int{shim})))
-		if c.bundle == big {
-			if err := b.sizeFree(w, id, shim, rows); err != nil {
+		if c.name != sizeVMSmall {
+			if err := b.sizeFree(w, c.name, id, shim, rows); err != nil {
 				rows[rowSizeHeldPSS].fail(c.name, err)
 			}
 		}
-		w.forceDelete(b.vm, id)
+		w.forceDelete(c.rt, id)
 	}
 }
 
 // sizeFree has the guest of container id hold sizeHoldMiB in tmpfs, then
 // remove it, and reads QEMU's memory after each step and after the wait.
-func (b *bench) sizeFree(w *worker, id string, shim int, rows map[string]*Result) error {
-	vm := b.vm.Name
+func (b *bench) sizeFree(w *worker, vm, id string, shim int, rows map[string]*Result) error {
 	rt := withTimeout(b.vm, 5*time.Minute) // dd under TCG
 	hold := fmt.Sprintf("dd if=/dev/zero of=%[1]s bs=1M count=%[2]d 2>/dev/null; stat -c %%s %[1]s", sizeHoldFile, sizeHoldMiB)
 	_, out, err := w.output(rt, "exec", id, "/bin/sh", "-c", hold)
@@ -335,7 +347,7 @@ func (b *bench) sizeFree(w *worker, id string, shim int, rows map[string]*Result
 	}
 	rows[rowSizeLaterPSS].add(vm, mib(later.qemu))
 	rows[rowSizeLaterRSS].add(vm, mib(later.qemuRSS))
-	logf("vm-size: %d MiB held: %s; removed, QEMU PSS (MiB) after: %s", sizeHoldMiB, memText(held), strings.Join(timeline, ", "))
+	logf("vm-size: %s: %d MiB held: %s; removed, QEMU PSS (MiB) after: %s", vm, sizeHoldMiB, memText(held), strings.Join(timeline, ", "))
 	return nil
 }
 
