@@ -7,13 +7,19 @@
 #   make engines ENGINES_RUN=TestPodman   one engine (a go test -run pattern)
 #
 # The engines come from Debian (ENGINES_PKGS, installed only when missing;
-# scripts/deps.sh takes them as RUNH_EXTRA_PKGS too), crictl from the Go
-# module proxy into build/engines/bin. Where one cannot be had, its scenarios
-# skip with the reason instead of failing the build.
+# scripts/deps.sh takes them as RUNH_EXTRA_PKGS too), crictl and critest (the
+# CRI validation suite, with the ginkgo runner of its -parallel) from the Go
+# module proxy into build/engines/bin (scripts/mkcritest.sh). critest's images
+# are built from Debian packages with umoci and served by Debian's
+# docker-registry through skopeo (scripts/mkcriimages.sh, TestCritest). Where
+# one cannot be had, its scenarios skip with the reason instead of failing
+# the build.
 
-ENGINES_PKGS := podman conmon containerd docker.io containernetworking-plugins iptables
+ENGINES_PKGS := podman conmon containerd docker.io containernetworking-plugins iptables \
+	skopeo umoci docker-registry
 CRICTL_VERSION ?= v1.37.0
 CRICTL := build/engines/bin/crictl
+CRITEST := build/engines/bin/critest
 ENGINES_REF ?= /usr/sbin/runc
 
 .PHONY: engines engines-ref engines-deps
@@ -23,13 +29,15 @@ engines-deps:
 		echo "engines: could not install $(ENGINES_PKGS); their scenarios will skip"
 	@test -x $(CRICTL) || GOBIN=$(abspath build/engines/bin) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION) || \
 		echo "engines: could not build crictl $(CRICTL_VERSION); the CRI scenarios will skip"
+	@GO=$(GO) scripts/mkcritest.sh $(CRICTL_VERSION) build/engines/bin || \
+		echo "engines: could not build critest $(CRICTL_VERSION); TestCritest will skip"
 
 engines: bin/runh engines-deps
 	@mkdir -p build && rm -f build/engines-summary.txt
 	ENGINES_SUMMARY=$(CURDIR)/build/engines-summary.txt \
-		$(GO) test -count=1 -timeout 40m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)'); \
+		$(GO) test -count=1 -timeout 60m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)'); \
 		rc=$$?; $(if $(V),,cat build/engines-summary.txt 2>/dev/null;) exit $$rc
 
 engines-ref: engines-deps
 	ENGINE_RUNTIME_REF=$(ENGINES_REF) RUNH_TEST_MODES=process \
-		$(GO) test -count=1 -timeout 40m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)')
+		$(GO) test -count=1 -timeout 60m ./integration/engines/ $(if $(V),-v) $(if $(ENGINES_RUN),-run '$(ENGINES_RUN)')

@@ -142,7 +142,12 @@ func mainWithCleanup(m *testing.M) int {
 		stopMu.Unlock()
 		killLeftovers(baseDir)
 		unmountUnder(baseDir)
-		endHostNet()
+		// Host paths this run created may be another engines run's now
+		// (containerd's /run/containerd holds its runc state and shim
+		// sockets): only the last run to end removes them.
+		if !endHostNet() {
+			created = nil
+		}
 		for _, p := range created {
 			if strings.HasPrefix(p, "/sys/fs/cgroup/") {
 				removeCgroupTree(p)

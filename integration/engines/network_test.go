@@ -221,13 +221,14 @@ const (
 )
 
 // hostNetBegin saves the host's network state unless a run going on did,
-// and returns what puts it back when this run ends, if it is the last.
-func hostNetBegin() (end func()) {
+// and returns what puts it back when this run ends, if it is the last; end
+// says whether it was (no other engines run goes on).
+func hostNetBegin() (end func() (last bool)) {
 	f, err := os.OpenFile(hostNetLock, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		fmt.Println("engines: no lock for the host's network state, restoring this run's view:", err)
 		s := snapshotHostNet()
-		return func() { restoreHostNet(s) }
+		return func() bool { restoreHostNet(s); return true }
 	}
 	fd := int(f.Fd())
 	_ = syscall.Flock(fd, syscall.LOCK_EX)
@@ -238,11 +239,11 @@ func hostNetBegin() (end func()) {
 		}
 	}
 	_ = syscall.Flock(fd, syscall.LOCK_SH)
-	return func() {
+	return func() bool {
 		defer f.Close()
 		if syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 			fmt.Println("engines: another engines run goes on; it puts the host's network state back")
-			return
+			return false
 		}
 		var s hostNetState
 		b, err := os.ReadFile(hostNetSaved)
@@ -255,7 +256,11 @@ func hostNetBegin() (end func()) {
 			restoreHostNet(s)
 		}
 		os.Remove(hostNetSaved)
-		os.Remove(hostNetLock)
+		// The lock file stays: a run starting meanwhile may be waiting
+		// on it, and one that opened a new file would not see the runs
+		// that hold the old one (it then took the last snapshot for its
+		// own and undid their networks at its end).
+		return true
 	}
 }
 

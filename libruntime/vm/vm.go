@@ -308,7 +308,7 @@ func (b *Backend) Status(h *libruntime.Handle) (libruntime.Status, int, error) {
 		return libruntime.Stopped, 0, nil
 	}
 	var st shim.StateReply
-	if err := shim.Call(ctlDir(h), shim.OpState, proto.IDRequest{ID: h.ID}, &st, 10*time.Second); err != nil {
+	if err := shim.Call(ctlDir(h), shim.OpState, proto.IDRequest{ID: h.ID}, &st, callTimeout); err != nil {
 		if !shim.Answered(err) && exited(h) {
 			return libruntime.Stopped, 0, nil
 		}
