@@ -37,18 +37,8 @@ var containerdSetup = sync.OnceValue(func() error {
 	}
 	// Two CRI runtime handlers over the stock runc shim, as an operator
 	// would configure them (docs/engines.md); ctr picks the binary itself.
-	conf := fmt.Sprintf(`version = 2
-root = "%[1]s/root"
-state = "%[1]s/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "%[1]s/containerd.sock"
-[ttrpc]
-  address = "%[1]s/containerd.sock.ttrpc"
-[debug]
+	conf := containerdConfigHead(ctrdDir) + fmt.Sprintf(`[debug]
   level = "debug"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "%[1]s/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %[4]q
   disable_tcp_service = true
@@ -387,4 +377,21 @@ func expectDeleteStatus(t *testing.T, r result, code int) {
 	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("exit code %d", code)) {
 		t.Fatalf("task delete: want exit status %d reported, got %s", code, r)
 	}
+}
+
+// containerdConfigHead is the start of a test containerd's configuration:
+// everything of its own under dir (root, state, sockets, opt), the
+// snapshotters this host cannot use off.
+func containerdConfigHead(dir string) string {
+	return fmt.Sprintf(`version = 2
+root = "%[1]s/root"
+state = "%[1]s/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "%[1]s/containerd.sock"
+[ttrpc]
+  address = "%[1]s/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "%[1]s/opt"
+`, dir)
 }

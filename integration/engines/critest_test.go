@@ -440,17 +440,7 @@ func (e *critestEnv) startContainerd() error {
         Root = %[3]q
 `, h.name, h.bin, e.runcRoot)
 	}
-	conf := fmt.Sprintf(`version = 2
-root = "%[1]s/root"
-state = "%[1]s/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "%[1]s/containerd.sock"
-[ttrpc]
-  address = "%[1]s/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "%[1]s/opt"
-[plugins."io.containerd.grpc.v1.cri"]
+	conf := containerdConfigHead(e.dir) + fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.6"
   disable_tcp_service = true
   # Root here lacks CAP_SYS_RESOURCE (see containerd_test.go).
