@@ -173,7 +173,7 @@ func qemuConfig(c *VMConfig) (*qemu.Config, qemu.Accel, error) {
 		return nil, accel, err
 	}
 	qc := &qemu.Config{
-		Dir: c.Dir, Kernel: g.Kernel, Initrd: rd, Firmware: firmware(),
+		Dir: c.Dir, Kernel: g.Kernel, Initrd: rd,
 		MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Accel: accel.Name,
 		Transport: tr, Debug: c.Debug, NICs: c.NICs,
 		Shares: []qemu.Share{{Tag: agent.ShareTag, Path: orDir(c.Share, empty)}, {Tag: agent.VolumeTag, Path: orDir(c.Volumes, empty)}},
@@ -215,16 +215,6 @@ func keepRestoreLogs(dir string) {
 			os.WriteFile(filepath.Join(dir, "restore-"+n), b, 0o600)
 		}
 	}
-}
-
-// firmware is the microvm firmware of the QEMU in PATH ("" without one:
-// qemu.Start then says that QEMU is missing).
-func firmware() string {
-	bin, err := qemu.FindBinary()
-	if err != nil {
-		return ""
-	}
-	return qemu.Firmware(bin)
 }
 
 func orDir(dir, empty string) string {

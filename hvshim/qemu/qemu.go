@@ -53,7 +53,7 @@ type Config struct {
 	NICs      []NIC
 	Transport *transport.Host
 	Debug     bool   // verbose kernel console
-	Firmware  string // microvm firmware (-bios); "" leaves QEMU's default
+	Firmware  string // microvm firmware (-bios); "" takes Firmware's for the binary
 
 	// Templates (hvshim/template): guest RAM in MemoryFile, mapped shared
 	// (a template being made) or private (a VM restored from it), and the
@@ -174,8 +174,8 @@ func (c *Config) Args() ([]string, []*os.File) {
 		// no fork or exec, no changes to scheduling or affinity.
 		"-sandbox", Sandbox,
 	}
-	if c.Firmware != "" {
-		args = append(args, "-bios", c.Firmware)
+	if fw := c.firmware(); fw != "" {
+		args = append(args, "-bios", fw)
 	}
 	if accel == KVM {
 		args = append(args, "-cpu", "host")
@@ -359,8 +359,8 @@ func (c *Config) jail(bin string, args []string) *jail.Config {
 		return p
 	}
 	j := &jail.Config{Binary: abs(bin), Args: args, Dir: abs(c.Dir), Files: []string{abs(c.Kernel), abs(c.Initrd)}}
-	if c.Firmware != "" {
-		j.Files = append(j.Files, abs(c.Firmware))
+	if fw := c.firmware(); fw != "" {
+		j.Files = append(j.Files, abs(fw))
 	}
 	exeDir := binDir(j.Binary)
 	for _, pat := range []string{"../lib/*/qemu/accel-*.so", "../lib64/qemu/accel-*.so", "../lib/qemu/accel-*.so"} {
@@ -379,6 +379,21 @@ func (c *Config) jail(bin string, args []string) *jail.Config {
 		j.Devices = append(j.Devices, "/dev/kvm")
 	}
 	return j
+}
+
+// firmware is c's microvm firmware: Firmware, else the one of its QEMU.
+func (c *Config) firmware() string {
+	if c.Firmware != "" {
+		return c.Firmware
+	}
+	bin := c.Binary
+	if bin == "" {
+		var err error
+		if bin, err = FindBinary(); err != nil {
+			return ""
+		}
+	}
+	return Firmware(bin)
 }
 
 // binDir is the directory of QEMU's binary, symbolic links resolved:
