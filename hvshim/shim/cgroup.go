@@ -36,7 +36,9 @@ type hostCgroup struct {
 // container; with systemd, a scope in the slice:prefix:name form's
 // slice, else that form taken as cgroupfs takes it), so that engines see
 // the VM's usage; it applies the spec's limits there as hostResources says.
-func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd bool) error {
+// hostPid is the caller's PID in the host's PID namespace, which systemd
+// knows it by (the shim's own namespace calls it 1, systemd's PID).
+func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd bool, hostPid int) error {
 	// The spec's own resources are the guest's; hostResources says which
 	// of them the host cgroup gets.
 	s := *spec
@@ -58,7 +60,12 @@ func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd bool) 
 	if err != nil {
 		return fmt.Errorf("host cgroup: %w", err)
 	}
-	err = m.Apply(os.Getpid())
+	// cgroupfs takes a PID of the writer's namespace, systemd the host's.
+	pid := os.Getpid()
+	if systemd {
+		pid = hostPid
+	}
+	err = m.Apply(pid)
 	// Recorded even on failure: Apply may have made some directories.
 	if b, jerr := json.Marshal(hostCgroup{Config: cg, Paths: m.GetPaths()}); jerr == nil {
 		libruntime.WriteFileAtomic(filepath.Join(dir, CgroupFile), b, 0o600)
