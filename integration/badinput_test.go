@@ -139,9 +139,6 @@ var badNoContainer = []badCase{
 	{name: "host-pid-vm", args: createWith(func(t *testing.T, _ string, s *specs.Spec) {
 		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace })
 	}), keywords: []string{"host PID"}, modes: []string{ModeHypervisor}},
-	{name: "rshared-mount-vm", args: createWith(func(t *testing.T, bundle string, s *specs.Spec) {
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/mnt", Type: "bind", Source: bundle, Options: []string{"rbind", "rshared"}})
-	}), keywords: []string{"rshared", "Bidirectional"}, modes: []string{ModeHypervisor}},
 	{name: "isolation-unknown", args: annotation(IsolationAnnotation, "bogus"), keywords: []string{IsolationAnnotation}, runcDiff: runcAnn},
 	{name: "annotation-unknown", args: annotation("io.runh.typo", "1"), keywords: []string{"io.runh.typo"}, runcDiff: runcAnn},
 	{name: "vm-memory-bad", args: annotation("io.runh.vm.memory", "lots"), keywords: []string{"io.runh.vm.memory"}, runcDiff: runcAnn},

@@ -13,8 +13,9 @@ import (
 // container what it asks of the host, or nil. Each would otherwise be
 // silently replaced by the VM's own: the host's network stack (vmnet), its
 // IPC objects or its process table (a spec without that namespace shares
-// the runtime's), or mounts propagated back from the container to the
-// host (the container's mount table is the guest's).
+// the runtime's). Shared mount propagation is not refused: the mount is
+// there and what the host mounts under it reaches the container; only what
+// the container mounts under it stays in the guest (docs/engines.md).
 func refuse(spec *specs.Spec) error {
 	if err := vmnet.Check(spec); err != nil {
 		return err
@@ -31,13 +32,6 @@ func refuse(spec *specs.Spec) error {
 	} {
 		if !slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == ns.typ }) {
 			return fmt.Errorf("hypervisor isolation cannot share the host's %s namespace: %s would be the VM's own; use process isolation", ns.typ, ns.option)
-		}
-	}
-	for _, m := range spec.Mounts {
-		for _, o := range m.Options {
-			if o == "shared" || o == "rshared" {
-				return fmt.Errorf("mount %s: %s propagation (Kubernetes Bidirectional) cannot carry the container's mounts back to the host from a VM; use rslave (HostToContainer) or process isolation", m.Destination, o)
-			}
 		}
 	}
 	return nil
