@@ -106,7 +106,7 @@ var critestVMExpected = []critestExpect{
 	{"runtime should support portforward in host network",
 		"hostNetwork: a VM cannot share the host's network stack; runh refuses it with hypervisor isolation"},
 	{"mount with 'rshared' should support propagation from host to container and vice versa",
-		"Bidirectional (rshared) propagation would carry the guest's mounts back to the host, which a 9p share cannot; runh refuses it with hypervisor isolation (rslave, HostToContainer, passes)"},
+		"Bidirectional (rshared) propagation would carry the guest's mounts back to the host, which a 9p share cannot: the container's mounts stay in the guest (rslave, HostToContainer, passes)"},
 	{"should support non-recursive readonly mounts",
 		"runh does not do it yet: a read-only bind mount is read-only below as well in the VM. The share binds the source recursively " +
 			"(hvshim/shim/share.go), so the host's submounts under it (the spec's tmpfs) reach the guest as plain directories of the one 9p " +
