@@ -19,6 +19,7 @@ const (
 	ShareTag  = "runh"
 	VolumeDir = "/run/runh/vol" // bind-mount sources (9p, uncached)
 	VolumeTag = "runhvol"
+	ShmDir    = "/run/runh/shm" // the guest's own tmpfs mounts (shm.go)
 	stateEnv  = "RUNH_AGENT_STAGE"
 )
 

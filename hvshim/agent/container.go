@@ -286,6 +286,9 @@ func create(s *server, b json.RawMessage) (any, error) {
 		return nil, errors.New("spec without process")
 	}
 	guestSpec(r.Spec)
+	if err := makeTmpfs(r.Tmpfs); err != nil {
+		return nil, err
+	}
 	adopt := ownNetNS(r.Spec)
 	readonlyDevices(r.Spec)
 	dir := filepath.Join(bundlesDir, r.ID)

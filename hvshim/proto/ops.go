@@ -52,6 +52,20 @@ type CreateRequest struct {
 	ID    string      `json:"id"`
 	Spec  *specs.Spec `json:"spec"`
 	Stdio Stdio       `json:"stdio"`
+	// Tmpfs lists the guest tmpfs mounts the spec's bind mounts name
+	// (under the guest's shm directory) that the agent makes first.
+	Tmpfs []Tmpfs `json:"tmpfs,omitempty"`
+}
+
+// Tmpfs is a tmpfs the guest makes in place of a host one the VM cannot
+// share as memory: an engine's /dev/shm. One Name is one tmpfs, whichever
+// containers of a pod bind it.
+type Tmpfs struct {
+	Name string `json:"name"`
+	Size uint64 `json:"size"`
+	Mode uint32 `json:"mode"`
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
 }
 
 // ExecRequest starts a process in the container.

@@ -195,7 +195,8 @@ func (s *shim) createMember(m *member, r *JoinRequest, files []*os.File) (int, *
 		in, out, errf, files = files[0], files[1], files[2], files[3:]
 	}
 	spec := r.Spec
-	if err := s.shareMember(r.ID, spec, r.Mounts, files[0], files[1:]); err != nil {
+	shm, err := s.shareMember(r.ID, spec, r.Mounts, files[0], files[1:])
+	if err != nil {
 		return 0, nil, err
 	}
 	if err := s.podNamespaces(spec); err != nil {
@@ -209,7 +210,7 @@ func (s *shim) createMember(m *member, r *JoinRequest, files []*os.File) (int, *
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var pid proto.PidReply
-	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: r.ID, Spec: spec, Stdio: st}, &pid); err != nil {
+	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: r.ID, Spec: spec, Stdio: st, Tmpfs: shm}, &pid); err != nil {
 		return 0, nil, err
 	}
 	s.mu.Lock()
@@ -224,42 +225,47 @@ func memberShare(id string) string { return filepath.Join("c", id) }
 // shareMember puts a member's rootfs and bind-mount sources into the
 // shares, under c/ID, and rewrites the spec's paths to the guest's. The
 // share directories are shared mounts of which QEMU's jail holds slaves
-// (hvshim/jail), so mounts made here after QEMU started reach it.
-func (s *shim) shareMember(id string, spec *specs.Spec, mounts []int, rootfs *os.File, trees []*os.File) error {
+// (hvshim/jail), so mounts made here after QEMU started reach it. It
+// returns the guest tmpfs mounts that replace an engine's /dev/shm.
+func (s *shim) shareMember(id string, spec *specs.Spec, mounts []int, rootfs *os.File, trees []*os.File) ([]proto.Tmpfs, error) {
 	listed := map[int]bool{}
 	for _, i := range mounts {
 		if i < 0 || i >= len(spec.Mounts) || listed[i] || !isBind(&spec.Mounts[i]) {
-			return fmt.Errorf("join: mount %d is not a bind mount of the spec", i)
+			return nil, fmt.Errorf("join: mount %d is not a bind mount of the spec", i)
 		}
 		listed[i] = true
 	}
 	for i := range spec.Mounts {
 		if isBind(&spec.Mounts[i]) && !listed[i] {
-			return fmt.Errorf("join: bind mount %s without its source", spec.Mounts[i].Destination)
+			return nil, fmt.Errorf("join: bind mount %s without its source", spec.Mounts[i].Destination)
 		}
 	}
 	sub := memberShare(id)
 	dir := filepath.Join(s.dir, ShareName, sub)
 	if err := mkdirShared(dir); err != nil {
-		return err
+		return nil, err
 	}
 	if err := moveTree(rootfs, filepath.Join(dir, "rootfs"), true); err != nil {
-		return fmt.Errorf("rootfs: %w", err)
+		return nil, fmt.Errorf("rootfs: %w", err)
 	}
 	spec.Root.Path = agent.ShareDir + "/" + sub + "/rootfs"
+	var shm []proto.Tmpfs
 	for j, i := range mounts {
 		m := &spec.Mounts[i]
+		if guestShm(m, int(trees[j].Fd()), &shm) {
+			continue
+		}
 		name := "m" + strconv.Itoa(i) + "/" + volumeName(m.Source)
 		vdir := filepath.Join(s.dir, VolumesName, sub)
 		if err := mkdirShared(filepath.Join(vdir, filepath.Dir(name))); err != nil {
-			return err
+			return nil, err
 		}
 		if err := moveTree(trees[j], filepath.Join(vdir, name), false); err != nil {
-			return fmt.Errorf("mount %s: %w", m.Destination, err)
+			return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
 		m.Source = agent.VolumeDir + "/" + sub + "/" + name
 	}
-	return nil
+	return shm, nil
 }
 
 // mkdirShared makes dir and its missing parents, searchable by all as the

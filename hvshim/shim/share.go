@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runh-project/runh/hvshim/agent"
+	"github.com/runh-project/runh/hvshim/proto"
 )
 
 // prepareShare fills the share directories exported over 9p: the rootfs
@@ -19,9 +20,12 @@ import (
 // where the guest sees them. The shim runs in its own mount namespace, so
 // these mounts vanish with it, whatever way it dies.
 //
+// An engine's /dev/shm is not shared but replaced by a guest tmpfs, added
+// to shm (shm.go).
+//
 // A pod's sandbox always has both, shared mounts to which its other
 // containers' files are added while the VM runs (pod.go).
-func prepareShare(share, vols string, spec *specs.Spec, rootfs string, pod bool) (string, error) {
+func prepareShare(share, vols string, spec *specs.Spec, rootfs string, pod bool, shm *[]proto.Tmpfs) (string, error) {
 	if err := privateDir(share); err != nil {
 		return "", err
 	}
@@ -43,6 +47,9 @@ func prepareShare(share, vols string, spec *specs.Spec, rootfs string, pod bool)
 		}
 		if !filepath.IsAbs(m.Source) {
 			return "", fmt.Errorf("mount %s: source %q is not absolute", m.Destination, m.Source)
+		}
+		if guestShmPath(m, shm) {
+			continue
 		}
 		if !used {
 			if err := privateDir(vols); err != nil {

@@ -195,7 +195,8 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	share := filepath.Join(s.dir, ShareName)
-	vols, err := prepareShare(share, filepath.Join(s.dir, VolumesName), spec, rootfs, s.cfg.Pod)
+	var shm []proto.Tmpfs
+	vols, err := prepareShare(share, filepath.Join(s.dir, VolumesName), spec, rootfs, s.cfg.Pod, &shm)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,7 +229,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	var pid proto.PidReply
-	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: s.cfg.ID, Spec: spec, Stdio: st}, &pid); err != nil {
+	if err := s.agent.Call(ctx, proto.OpCreate, proto.CreateRequest{ID: s.cfg.ID, Spec: spec, Stdio: st, Tmpfs: shm}, &pid); err != nil {
 		ln.Close()
 		return nil, nil, err
 	}

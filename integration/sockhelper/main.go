@@ -9,6 +9,10 @@
 //	                            read a line, write "pong LINE" back, close.
 //	                            PATH is left in place (no unlink).
 //	sockhelper dial PATH MSG    connect to PATH, send MSG, print the answer.
+//	sockhelper shm PATH [MSG]   map PATH (made one page long) shared and
+//	                            writable, as POSIX shared memory does; with
+//	                            MSG write it there, then print what the page
+//	                            holds up to its first NUL.
 //
 // It makes the system calls itself so that a failure is reported with its
 // errno: "OP PATH: ENAME (text) after DURATION", exit status 1. A dial, or
@@ -50,13 +54,19 @@ func main() {
 	case os.Args[1] == "dial" && len(os.Args) == 4:
 		deadline()
 		dial(path, os.Args[3])
+	case os.Args[1] == "shm" && len(os.Args) <= 4:
+		msg := ""
+		if len(os.Args) == 4 {
+			msg = os.Args[3]
+		}
+		shm(path, msg)
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: sockhelper listen PATH [N] | sockhelper dial PATH MSG")
+	fmt.Fprintln(os.Stderr, "usage: sockhelper listen PATH [N] | sockhelper dial PATH MSG | sockhelper shm PATH [MSG]")
 	os.Exit(64)
 }
 
@@ -127,4 +137,28 @@ func dial(path, msg string) {
 		fail("read", path, start, err)
 	}
 	fmt.Println(strings.TrimSuffix(line, "\n"))
+}
+
+func shm(path, msg string) {
+	start := time.Now()
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		fail("open", path, start, err)
+	}
+	const size = 4096
+	if err := unix.Ftruncate(fd, size); err != nil {
+		fail("ftruncate", path, start, err)
+	}
+	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		fail("mmap", path, start, err)
+	}
+	if msg != "" {
+		copy(mem, msg+"\x00")
+	}
+	n := 0
+	for n < size && mem[n] != 0 {
+		n++
+	}
+	fmt.Println(string(mem[:n]))
 }
