@@ -19,7 +19,8 @@
 #
 # The tests (integration/engines/wordpress_test.go, part of `make engines`)
 # and `make bench` (its app section) build the same images through
-# scripts/mkapp.sh.
+# scripts/mkapp.sh, which also builds the application corpus's
+# (integration/engines/apps_test.go: PostgreSQL, Redis, nginx + php-fpm).
 
 DEMO_APP_DB ?= runh-vm
 DEMO_APP_WEB ?= runh

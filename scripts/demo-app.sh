@@ -236,13 +236,11 @@ else
 fi
 
 t0=$(ms)
-# The servers' sockets on tmpfs: a VM container cannot bind a unix socket on
-# its rootfs (docs/demo-app.md, Known problems).
 # shellcheck disable=SC2086 # the args are words
-"$cli" run -d --runtime "$dbrt" --name "$db" --network "$name" --tmpfs /run/mysqld $dbargs \
+"$cli" run -d --runtime "$dbrt" --name "$db" --network "$name" $dbargs \
 	-v "$vol:/var/lib/mysql" -e DB_PASSWORD="$pw" "$db_img:$key" >/dev/null
 # shellcheck disable=SC2086
-"$cli" run -d --runtime "$webrt" --name "$web" --network "$name" --tmpfs /run/php $webargs \
+"$cli" run -d --runtime "$webrt" --name "$web" --network "$name" $webargs \
 	-p "$addr:$port:80" -e DB_PASSWORD="$pw" "$web_img:$key" >/dev/null
 url=http://127.0.0.1:$port/
 [ "$addr" = 0.0.0.0 ] || url=http://$addr:$port/

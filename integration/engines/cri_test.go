@@ -162,13 +162,21 @@ func (c *criT) container(pod, podConfig, name, script string, memory int64) stri
 	if memory != 0 {
 		linux["resources"] = map[string]any{"memory_limit_in_bytes": memory}
 	}
-	cfg := writeJSON(c.t, filepath.Join(c.dir, "container-"+name+".json"), map[string]any{
+	return c.containerOf(pod, podConfig, map[string]any{
 		"metadata": map[string]any{"name": name},
 		"image":    map[string]any{"image": imageName},
 		"command":  []string{"/bin/sh", "-c", script},
-		"log_path": name + ".log",
 		"linux":    linux,
 	})
+}
+
+// containerOf creates and starts a container of pod from its CRI
+// ContainerConfig (metadata.name names its config and log files).
+func (c *criT) containerOf(pod, podConfig string, config map[string]any) string {
+	c.t.Helper()
+	name := config["metadata"].(map[string]any)["name"].(string)
+	config["log_path"] = name + ".log"
+	cfg := writeJSON(c.t, filepath.Join(c.dir, "container-"+name+".json"), config)
 	id := c.ok("create", "--no-pull", pod, cfg, podConfig)
 	c.ok("start", id)
 	return id

@@ -17,8 +17,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,69 +28,25 @@ import (
 )
 
 const (
-	wpDBImage  = "localhost/runh-app-db:latest"
-	wpWebImage = "localhost/runh-app-web:latest"
-	wpDBPass   = "runh-db-secret"
-	wpAdminPw  = "runh-wp-admin-secret"
+	wpDBPass  = "runh-db-secret"
+	wpAdminPw = "runh-wp-admin-secret"
 )
-
-// wpSkip marks a setup failure that skips (a tool missing) rather than fails.
-type wpSkip struct{ error }
-
-// wpImageDir runs scripts/mkapp.sh once: the images' tarballs, cached under
-// /var/cache/runh/app after the first build.
-var wpImageDir = sync.OnceValues(func() (string, error) {
-	if _, err := exec.LookPath("debootstrap"); err != nil {
-		return "", wpSkip{fmt.Errorf("debootstrap not installed (apt-get install debootstrap): the images are built with it")}
-	}
-	start := time.Now()
-	r := runCmd(runOpts{timeout: 20 * time.Minute}, filepath.Join(repoRoot, "scripts/mkapp.sh"))
-	if r.code != 0 || r.err != nil {
-		return "", fmt.Errorf("scripts/mkapp.sh: %s", r)
-	}
-	fmt.Printf("wordpress: images in %s (%s)\n", strings.TrimSpace(r.stdout), time.Since(start).Round(time.Second))
-	return strings.TrimSpace(r.stdout), nil
-})
-
-// wpImport imports both tarballs with cli (podman's or docker's import).
-func wpImport(engine string, cli func(runOpts, ...string) result) error {
-	dir, err := wpImageDir()
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	for _, im := range []struct{ tar, name, entry string }{
-		{"db.tar", wpDBImage, "/usr/local/bin/app-db"},
-		{"web.tar", wpWebImage, "/usr/local/bin/app-web"},
-	} {
-		r := cli(runOpts{timeout: 10 * time.Minute}, "import", "--change", `ENTRYPOINT ["`+im.entry+`"]`,
-			filepath.Join(dir, im.tar), im.name)
-		if r.code != 0 || r.err != nil {
-			return fmt.Errorf("%s import %s: %s", engine, im.tar, r)
-		}
-	}
-	fmt.Printf("wordpress: images imported into %s in %s\n", engine, time.Since(start).Round(time.Second))
-	return nil
-}
 
 var wpPodmanSetup = sync.OnceValue(func() error {
 	if err := podmanNetSetup(); err != nil {
-		return wpSkip{err}
+		return appSkip{err}
 	}
-	return wpImport("podman", func(o runOpts, args ...string) result {
-		o.env = podmanEnv
-		return runCmd(o, append([]string{"podman"}, args...)...)
-	})
+	return appImport("podman", cliImporter(podmanCLI), appDB, appWeb)
 })
 
 var wpDockerSetup = sync.OnceValue(func() error {
 	if err := dockerNetSetup(); err != nil {
-		return wpSkip{err}
+		return appSkip{err}
 	}
-	return wpImport("docker", func(o runOpts, args ...string) result {
+	return appImport("docker", cliImporter(func(o runOpts, args ...string) result {
 		o.env = dockerNetEnv
 		return runCmd(o, append([]string{dockerCLI}, args...)...)
-	})
+	}), appDB, appWeb)
 })
 
 // wpSlots takes one VM slot per VM of a combination, all at once (under a
@@ -149,7 +103,7 @@ func TestWordPress(t *testing.T) {
 				setup = wpDockerSetup
 			}
 			if err := setup(); err != nil {
-				if _, ok := err.(wpSkip); ok {
+				if _, ok := err.(appSkip); ok {
 					skip(err.Error())
 				}
 				t.Fatal(err)
@@ -238,13 +192,12 @@ func (a *wpApp) runtime(mode string) string {
 // networks have no name service here; Docker's embedded DNS finds it by name).
 func (a *wpApp) start() {
 	dbHost := a.db
-	// The servers' unix sockets are on tmpfs: in hypervisor isolation a
-	// socket cannot be bound on the rootfs (9p), bind() fails with ENXIO
-	// (docs/demo-app.md, Known problems).
+	// The servers' unix sockets (/run/mysqld, /run/php) are on the
+	// containers' own files, in both modes: no tmpfs.
 	dbArgs := []string{"run", "-d", "--runtime", a.runtime(a.dbMode), "--name", a.db, "--network", a.network,
-		"--tmpfs", "/run/mysqld", "-v", a.volume + ":/var/lib/mysql", "-e", "DB_PASSWORD=" + wpDBPass}
+		"-v", a.volume + ":/var/lib/mysql", "-e", "DB_PASSWORD=" + wpDBPass}
 	webArgs := []string{"run", "-d", "--runtime", a.runtime(a.webMode), "--name", a.web, "--network", a.network,
-		"--tmpfs", "/run/php", "-p", strings.TrimPrefix(a.site, "http://") + ":80", "-e", "DB_PASSWORD=" + wpDBPass}
+		"-p", strings.TrimPrefix(a.site, "http://") + ":80", "-e", "DB_PASSWORD=" + wpDBPass}
 	if a.engine == "podman" {
 		ip, err := wordpress.DBAddr(a.ok("network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}", a.network))
 		if err != nil {
@@ -254,7 +207,7 @@ func (a *wpApp) start() {
 		webArgs = append(webArgs, "--add-host", "wp-db:"+ip)
 		dbHost = "wp-db"
 	}
-	for _, run := range [][]string{append(dbArgs, wpDBImage), append(webArgs, "-e", "DB_HOST="+dbHost, wpWebImage)} {
+	for _, run := range [][]string{append(dbArgs, appDB.ref), append(webArgs, "-e", "DB_HOST="+dbHost, appWeb.ref)} {
 		start := time.Now()
 		a.ok(run...)
 		a.t.Logf("%s run %s: %s", a.engine, run[5], time.Since(start).Round(100*time.Millisecond))
