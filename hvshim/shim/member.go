@@ -134,7 +134,7 @@ func memberTrees(bundle *libruntime.Bundle, req *JoinRequest) ([]*os.File, error
 		rootfs = filepath.Join(bundle.Dir, rootfs)
 	}
 	var trees []*os.File
-	t, err := openTree(rootfs)
+	t, _, err := openTree(rootfs, true)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
@@ -150,27 +150,50 @@ func memberTrees(bundle *libruntime.Bundle, req *JoinRequest) ([]*os.File, error
 		if len(trees) >= maxFds-3 {
 			return trees, fmt.Errorf("more than %d bind mounts", maxFds-4)
 		}
-		t, err := openTree(m.Source)
+		p, err := planBind(m)
+		if err != nil {
+			return trees, err
+		}
+		t, real, err := openTree(m.Source, p.recursive)
 		if err != nil {
 			return trees, fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
 		trees = append(trees, t)
 		req.Mounts = append(req.Mounts, i)
+		// The submounts are seen here, where their flags are still the
+		// host's: the shim's copy has QEMU's restrictions (moveTree).
+		if p.recursive && p.remount {
+			subs, err := findSubmounts(real)
+			if err != nil {
+				return trees, fmt.Errorf("mount %s: %w", m.Destination, err)
+			}
+			if len(subs) > 0 {
+				if req.Submounts == nil {
+					req.Submounts = map[int][]Submount{}
+				}
+				req.Submounts[i] = subs
+			}
+		}
 	}
 	return trees, nil
 }
 
-// openTree copies the mount at path, with those beneath it, into a
-// detached tree. Symlinks on the way are the engine's and are followed
-// once; the last component must not be one.
-func openTree(path string) (*os.File, error) {
+// openTree copies the mount at path, with those beneath it if recursive,
+// into a detached tree; it also returns the path resolved. Symlinks on
+// the way are the engine's and are followed once; the last component
+// must not be one.
+func openTree(path string, recursive bool) (*os.File, string, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", path, errors.Unwrap(err))
+		return nil, "", fmt.Errorf("source %s: %w", path, errors.Unwrap(err))
 	}
-	fd, err := unix.OpenTree(unix.AT_FDCWD, real, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
+	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC | unix.AT_SYMLINK_NOFOLLOW
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, real, uint(flags))
 	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", path, err)
+		return nil, "", fmt.Errorf("source %s: %w", path, err)
 	}
-	return os.NewFile(uintptr(fd), real), nil
+	return os.NewFile(uintptr(fd), real), real, nil
 }

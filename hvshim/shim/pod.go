@@ -54,6 +54,9 @@ type JoinRequest struct {
 	Terminal bool        `json:"terminal"`
 	HostPid  int         `json:"hostPid"` // the member's host process
 	Mounts   []int       `json:"mounts"`  // indices of spec.Mounts whose sources follow
+	// The host's submounts of some of them (by index), which their
+	// detached trees do not tell with their own flags (submounts.go).
+	Submounts map[int][]Submount `json:"submounts,omitempty"`
 }
 
 // member is a container of the pod other than the sandbox.
@@ -195,7 +198,7 @@ func (s *shim) createMember(m *member, r *JoinRequest, files []*os.File) (int, *
 		in, out, errf, files = files[0], files[1], files[2], files[3:]
 	}
 	spec := r.Spec
-	shm, err := s.shareMember(r.ID, spec, r.Mounts, files[0], files[1:])
+	shm, err := s.shareMember(r.ID, spec, r.Mounts, r.Submounts, files[0], files[1:])
 	if err != nil {
 		return 0, nil, err
 	}
@@ -226,8 +229,10 @@ func memberShare(id string) string { return filepath.Join("c", id) }
 // shares, under c/ID, and rewrites the spec's paths to the guest's. The
 // share directories are shared mounts of which QEMU's jail holds slaves
 // (hvshim/jail), so mounts made here after QEMU started reach it. It
-// returns the guest tmpfs mounts that replace an engine's /dev/shm.
-func (s *shim) shareMember(id string, spec *specs.Spec, mounts []int, rootfs *os.File, trees []*os.File) ([]proto.Tmpfs, error) {
+// returns the guest tmpfs mounts that replace an engine's /dev/shm. subs
+// are the host's submounts of the mounts, whose own flags the guest
+// restores (submounts.go).
+func (s *shim) shareMember(id string, spec *specs.Spec, mounts []int, subs map[int][]Submount, rootfs *os.File, trees []*os.File) ([]proto.Tmpfs, error) {
 	listed := map[int]bool{}
 	for _, i := range mounts {
 		if i < 0 || i >= len(spec.Mounts) || listed[i] || !isBind(&spec.Mounts[i]) {
@@ -239,6 +244,9 @@ func (s *shim) shareMember(id string, spec *specs.Spec, mounts []int, rootfs *os
 		if isBind(&spec.Mounts[i]) && !listed[i] {
 			return nil, fmt.Errorf("join: bind mount %s without its source", spec.Mounts[i].Destination)
 		}
+	}
+	if err := checkSubmounts(subs, listed); err != nil {
+		return nil, err
 	}
 	sub := memberShare(id)
 	dir := filepath.Join(s.dir, ShareName, sub)
@@ -253,6 +261,7 @@ func (s *shim) shareMember(id string, spec *specs.Spec, mounts []int, rootfs *os
 	for j, i := range mounts {
 		m := &spec.Mounts[i]
 		if guestShm(m, int(trees[j].Fd()), &shm) {
+			delete(subs, i)
 			continue
 		}
 		name := "m" + strconv.Itoa(i) + "/" + volumeName(m.Source)
@@ -265,7 +274,7 @@ func (s *shim) shareMember(id string, spec *specs.Spec, mounts []int, rootfs *os
 		}
 		m.Source = agent.VolumeDir + "/" + sub + "/" + name
 	}
-	return shm, nil
+	return shm, keepSubmountFlags(spec, subs)
 }
 
 // mkdirShared makes dir and its missing parents, searchable by all as the

@@ -21,7 +21,8 @@ import (
 // these mounts vanish with it, whatever way it dies.
 //
 // An engine's /dev/shm is not shared but replaced by a guest tmpfs, added
-// to shm (shm.go).
+// to shm (shm.go). Submounts of a source keep their own flags as in
+// process isolation (submounts.go).
 //
 // A pod's sandbox always has both, shared mounts to which its other
 // containers' files are added while the VM runs (pod.go).
@@ -29,11 +30,12 @@ func prepareShare(share, vols string, spec *specs.Spec, rootfs string, pod bool,
 	if err := privateDir(share); err != nil {
 		return "", err
 	}
-	if err := bindInto(rootfs, filepath.Join(share, "rootfs"), true); err != nil {
+	if err := bindInto(rootfs, filepath.Join(share, "rootfs"), true, true); err != nil {
 		return "", fmt.Errorf("rootfs: %w", err)
 	}
 	spec.Root.Path = agent.ShareDir + "/rootfs"
 	used := false
+	subs := map[int][]Submount{}
 	if pod {
 		if err := privateDir(vols); err != nil {
 			return "", err
@@ -64,15 +66,25 @@ func prepareShare(share, vols string, spec *specs.Spec, rootfs string, pod bool,
 		if err := os.Mkdir(filepath.Join(vols, filepath.Dir(name)), 0o711); err != nil {
 			return "", err
 		}
-		if err := bindInto(m.Source, filepath.Join(vols, name), false); err != nil {
+		p, err := planBind(m)
+		if err != nil {
+			return "", err
+		}
+		dst := filepath.Join(vols, name)
+		if err := bindInto(m.Source, dst, false, p.recursive); err != nil {
 			return "", fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		if p.recursive && p.remount {
+			if subs[i], err = findSubmounts(dst); err != nil {
+				return "", fmt.Errorf("mount %s: %w", m.Destination, err)
+			}
 		}
 		m.Source = agent.VolumeDir + "/" + name
 	}
 	if !used {
 		vols = ""
 	}
-	return vols, nil
+	return vols, keepSubmountFlags(spec, subs)
 }
 
 // volumeName is the name a bind-mount source keeps in the share.
@@ -121,11 +133,11 @@ func isBind(m *specs.Mount) bool {
 }
 
 // bindInto bind-mounts src at dst (created as a file or directory to
-// match). Symlinks in src are host paths the engine chose (e.g. a
-// resolv.conf link) and are resolved once; the result is then opened and
-// the mount made from that descriptor, so a path swapped meanwhile cannot
-// redirect it.
-func bindInto(src, dst string, dirOnly bool) error {
+// match), with the mounts beneath it if recursive. Symlinks in src are
+// host paths the engine chose (e.g. a resolv.conf link) and are resolved
+// once; the result is then opened and the mount made from that
+// descriptor, so a path swapped meanwhile cannot redirect it.
+func bindInto(src, dst string, dirOnly, recursive bool) error {
 	real, err := filepath.EvalSymlinks(src)
 	if err != nil {
 		return fmt.Errorf("source %s: %w", src, errors.Unwrap(err))
@@ -150,7 +162,11 @@ func bindInto(src, dst string, dirOnly bool) error {
 		return err
 	}
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
-	if err := unix.Mount(proc, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	flags := uintptr(unix.MS_BIND)
+	if recursive {
+		flags |= unix.MS_REC
+	}
+	if err := unix.Mount(proc, dst, "", flags, ""); err != nil {
 		return fmt.Errorf("bind %s: %w", src, err)
 	}
 	return nil
