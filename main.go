@@ -21,6 +21,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/runh-project/runh/hvshim/agent"
+	"github.com/runh-project/runh/hvshim/shim"
 	"github.com/runh-project/runh/libruntime"
 	"github.com/runh-project/runh/libruntime/linux"
 	"github.com/runh-project/runh/libruntime/vm"
@@ -58,17 +59,19 @@ func main() {
 	if agent.IsAgent() {
 		agent.Main()
 	}
+	// As runc: an ordinary user's state goes under $XDG_RUNTIME_DIR.
+	defRoot, xdgRoot := libruntime.DefaultRoot()
 	app := &cli.Command{
 		Name:    "runh",
 		Usage:   "OCI runtime with process or hypervisor isolation",
 		Version: version,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "root", Value: "/run/runh", Usage: "directory for container state (on tmpfs)"},
+			&cli.StringFlag{Name: "root", Value: defRoot, Usage: "directory for container state (on tmpfs)"},
 			&cli.StringFlag{Name: "log", Usage: "log file (default stderr)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
 			&cli.BoolFlag{Name: "debug", Usage: "debug logging"},
 			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "manage cgroups with systemd"},
-			&cli.StringFlag{Name: "rootless", Value: "auto", Usage: "rootless mode: true, false or auto"},
+			&cli.StringFlag{Name: "rootless", Value: "auto", Usage: "ignore cgroup permission errors when no limit needs the cgroup: true, false or auto"},
 			&cli.StringFlag{Name: "isolation", Usage: "default isolation for bundles that do not choose: process or hypervisor"},
 			&cli.BoolFlag{Name: "vm-template", Value: true, Usage: "start VMs from a saved template (--vm-template=false boots each)"},
 			&cli.StringFlag{Name: "criu", Hidden: true, Usage: "accepted for runc compatibility; unused"},
@@ -79,7 +82,10 @@ func main() {
 			updateCommand, eventsCommand, featuresCommand, specCommand,
 			checkpointCommand, restoreCommand, checkCommand, templateCommand, shimCommand,
 		},
-		Before: setupLogging,
+		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
+			useXDGRoot = xdgRoot && !cmd.IsSet("root")
+			return setupLogging(ctx, cmd)
+		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.Args().Present() {
 				return fmt.Errorf("unknown command %q", cmd.Args().First())
@@ -123,6 +129,10 @@ type exitCode int
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 var logFile *os.File
+
+// useXDGRoot says the state root is the default one under
+// $XDG_RUNTIME_DIR, which runh makes itself.
+var useXDGRoot bool
 
 func setupLogging(ctx context.Context, cmd *cli.Command) (context.Context, error) {
 	// Without --log, runh's stderr is often the container's stderr too
@@ -171,6 +181,14 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	if root == "/" {
+		return nil, errors.New("--root must not be /")
+	}
+	if useXDGRoot {
+		if err := libruntime.PrepareUserRoot(root); err != nil {
+			return nil, err
+		}
+	}
 	def := libruntime.ProcessIsolation
 	if filepath.Base(os.Args[0]) == vmName {
 		def = libruntime.HypervisorIsolation
@@ -186,12 +204,41 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 			return nil, errors.New("--systemd-cgroup: systemd is not running on this host")
 		}
 	}
+	rootless, err := linux.RootlessCgroups(cmd.String("rootless"), systemd)
+	if err != nil {
+		return nil, err
+	}
+	var hv libruntime.Backend = &vm.Backend{NoTemplate: !cmd.Bool("vm-template"), SystemdCgroup: systemd}
+	if libruntime.Unprivileged() {
+		hv = rootlessVM{hv}
+	}
 	return &libruntime.Runtime{
 		Store:   libruntime.Store{Root: root},
 		Default: def,
 		Backends: map[libruntime.Mode]libruntime.Backend{
-			libruntime.ProcessIsolation:    &linux.Backend{SystemdCgroup: systemd},
-			libruntime.HypervisorIsolation: &vm.Backend{NoTemplate: !cmd.Bool("vm-template"), SystemdCgroup: systemd},
+			libruntime.ProcessIsolation:    &linux.Backend{SystemdCgroup: systemd, Rootless: rootless},
+			libruntime.HypervisorIsolation: hv,
 		},
 	}, nil
+}
+
+// rootlessVM is hypervisor isolation for a runh without the host's root
+// (an ordinary user, or root of a user namespace as under rootless
+// podman), which it cannot provide yet: the shim's host cgroup, the
+// share's bind mounts, the VM's tap and QEMU's jail all need root. Create
+// refuses before anything is made, in one line, rather than fail halfway
+// on the first of those.
+type rootlessVM struct{ libruntime.Backend }
+
+func (rootlessVM) Create(*libruntime.Handle, *libruntime.Bundle, libruntime.Isolation, *libruntime.CreateOpts) (libruntime.Process, error) {
+	return nil, errors.New("hypervisor isolation: rootless is not supported yet (runh runs without root here); use process isolation")
+}
+
+// Destroy has nothing to undo for a container whose create was refused:
+// no shim configuration was ever written.
+func (r rootlessVM) Destroy(h *libruntime.Handle) error {
+	if _, err := os.Stat(filepath.Join(h.Dir, shim.ConfigFile)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return r.Backend.Destroy(h)
 }

@@ -16,7 +16,7 @@
 # the build.
 
 ENGINES_PKGS := podman conmon containerd docker.io containernetworking-plugins iptables \
-	skopeo umoci docker-registry
+	skopeo umoci docker-registry uidmap slirp4netns
 CRICTL_VERSION ?= v1.37.0
 CRICTL := build/engines/bin/crictl
 CRITEST := build/engines/bin/critest

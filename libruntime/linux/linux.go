@@ -27,6 +27,10 @@ import (
 // state in a subdirectory of runh's state directory named by the ID.
 type Backend struct {
 	SystemdCgroup bool
+	// Rootless makes cgroups best effort (RootlessCgroups, from
+	// --rootless): cgroups this process may not write are skipped unless
+	// the container asks for a limit in them.
+	Rootless bool
 
 	// open holds the containers this process created or loaded, so that a
 	// verb sequence in one process (run: create, start, wait, delete; or
@@ -105,7 +109,7 @@ func (b *Backend) config(id string, bundle *libruntime.Bundle, o *libruntime.Cre
 		NoNewKeyring:     o.NoNewKeyring,
 		Spec:             bundle.Spec,
 		RootlessEUID:     os.Geteuid() != 0,
-		RootlessCgroups:  os.Geteuid() != 0,
+		RootlessCgroups:  b.Rootless,
 	})
 	if err != nil {
 		return nil, err
