@@ -62,14 +62,6 @@ var checkCommand = &cli.Command{
 			return err
 		}
 		r.Process = p
-		if libruntime.Unprivileged() {
-			h := &r.Hypervisor
-			reason := "rootless is not supported yet (runh runs without the host's root)"
-			if !h.Usable && h.Reason != "" {
-				reason += "; " + h.Reason
-			}
-			h.Usable, h.Reason = false, reason
-		}
 		switch cmd.String("format") {
 		case "json":
 			return printJSON(r)

@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 
+	"github.com/runh-project/runh/hvshim"
 	"github.com/runh-project/runh/hvshim/agent"
 	"github.com/runh-project/runh/hvshim/shim"
 	"github.com/runh-project/runh/libruntime"
@@ -208,8 +209,8 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	var hv libruntime.Backend = &vm.Backend{NoTemplate: !cmd.Bool("vm-template"), SystemdCgroup: systemd}
-	if libruntime.Unprivileged() {
+	var hv libruntime.Backend = &vm.Backend{NoTemplate: !cmd.Bool("vm-template"), SystemdCgroup: systemd, Rootless: rootless}
+	if os.Geteuid() != 0 {
 		hv = rootlessVM{hv}
 	}
 	return &libruntime.Runtime{
@@ -222,16 +223,15 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 	}, nil
 }
 
-// rootlessVM is hypervisor isolation for a runh without the host's root
-// (an ordinary user, or root of a user namespace as under rootless
-// podman), which it cannot provide yet: the shim's host cgroup, the
-// share's bind mounts, the VM's tap and QEMU's jail all need root. Create
-// refuses before anything is made, in one line, rather than fail halfway
-// on the first of those.
+// rootlessVM is hypervisor isolation for an ordinary user outside any
+// user namespace of its own, which it cannot provide: the shim needs the
+// namespaces, mounts and taps that root of a user namespace may make (as
+// runh runs under rootless podman: docs/hypervisor.md, Rootless). Create
+// refuses before anything is made, in one line, rather than fail halfway.
 type rootlessVM struct{ libruntime.Backend }
 
 func (rootlessVM) Create(*libruntime.Handle, *libruntime.Bundle, libruntime.Isolation, *libruntime.CreateOpts) (libruntime.Process, error) {
-	return nil, errors.New("hypervisor isolation: rootless is not supported yet (runh runs without root here); use process isolation")
+	return nil, errors.New("hypervisor isolation: " + hvshim.NeedsUserNS + "; use process isolation")
 }
 
 // Destroy has nothing to undo for a container whose create was refused:

@@ -14,6 +14,7 @@ import (
 	"github.com/runh-project/runh/hvshim/template"
 	"github.com/runh-project/runh/hvshim/transport"
 	"github.com/runh-project/runh/hvshim/vmnet"
+	"github.com/runh-project/runh/libruntime"
 )
 
 // CheckReport is what `runh check` shows about hypervisor isolation.
@@ -54,12 +55,23 @@ type Confinement struct {
 	Rlimits      []string `json:"rlimits"`
 }
 
+// NeedsUserNS is why an ordinary user outside a user namespace of its own
+// cannot have hypervisor isolation.
+const NeedsUserNS = "an ordinary user needs a user namespace of its own, as rootless podman runs its runtime in"
+
 func confinement() Confinement {
+	user := fmt.Sprintf("%d + the number of its PID namespace (not root)", jail.UIDBase)
+	if libruntime.InUserNamespace() {
+		user = "the highest ID of this user namespace (rootless), not its root"
+		if uid, gid, err := jail.RootlessIDs(); err == nil {
+			user = fmt.Sprintf("%d:%d, the highest IDs of this user namespace (rootless), not its root", uid, gid)
+		}
+	}
 	return Confinement{
 		Seccomp:      "-sandbox " + qemu.Sandbox,
 		Jail:         "pivot_root into a read-only tmpfs holding QEMU, its libraries, the kernel, the initrd, the VM directory and the shares",
 		Namespaces:   jail.Namespaces,
-		User:         fmt.Sprintf("%d + the number of its PID namespace (not root)", jail.UIDBase),
+		User:         user,
 		Capabilities: jail.CapNames(),
 		NoNewPrivs:   true,
 		Rlimits:      jail.Limits(),
@@ -128,7 +140,7 @@ func Check() CheckReport {
 		r.Network = err.Error()
 	}
 	if os.Geteuid() != 0 {
-		reasons = append(reasons, "hypervisor isolation needs root (9p passthrough, mounts)")
+		reasons = append(reasons, NeedsUserNS)
 	}
 	r.Usable = len(reasons) == 0
 	if !r.Usable {

@@ -91,3 +91,37 @@ func ParseRootless(s string) (*bool, error) {
 	}
 	return &b, nil
 }
+
+// SystemCacheDir is runh's cache (the initrd, VM templates) for the
+// host's root.
+const SystemCacheDir = "/var/cache/runh"
+
+// EnvCacheDir overrides the cache directory for everybody.
+const EnvCacheDir = "RUNH_CACHE_DIR"
+
+// CacheDir is where runh caches what it writes for hypervisor isolation:
+// $RUNH_CACHE_DIR when set, the system's for the host's root, and for
+// anybody else (an ordinary user, root of a rootless engine's user
+// namespace) the user's own, $XDG_CACHE_HOME/runh or ~/.cache/runh, as
+// the state root goes to $XDG_RUNTIME_DIR: a user may not write the
+// system's, and what it writes must not be shared with other users.
+func CacheDir() string {
+	return cacheDir(Unprivileged(), os.LookupEnv)
+}
+
+func cacheDir(unprivileged bool, lookupEnv func(string) (string, bool)) string {
+	if d, _ := lookupEnv(EnvCacheDir); d != "" {
+		return d
+	}
+	if !unprivileged {
+		return SystemCacheDir
+	}
+	if d, _ := lookupEnv("XDG_CACHE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "runh")
+	}
+	if h, _ := lookupEnv("HOME"); filepath.IsAbs(h) && h != "/" {
+		return filepath.Join(h, ".cache", "runh")
+	}
+	// No home to cache in: the first write fails, naming this directory.
+	return SystemCacheDir
+}

@@ -60,3 +60,24 @@ func TestParseRootless(t *testing.T) {
 		}
 	}
 }
+
+func TestCacheDir(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		unprivileged bool
+		env          map[string]string
+		want         string
+	}{
+		{"host root", false, map[string]string{"HOME": "/root", "XDG_CACHE_HOME": "/root/.cache"}, "/var/cache/runh"},
+		{"RUNH_CACHE_DIR wins", true, map[string]string{"RUNH_CACHE_DIR": "/srv/c", "HOME": "/home/u"}, "/srv/c"},
+		{"user, XDG_CACHE_HOME", true, map[string]string{"XDG_CACHE_HOME": "/home/u/cache", "HOME": "/home/u"}, "/home/u/cache/runh"},
+		{"user, HOME", true, map[string]string{"HOME": "/home/u"}, "/home/u/.cache/runh"},
+		{"user, relative XDG_CACHE_HOME ignored", true, map[string]string{"XDG_CACHE_HOME": "cache", "HOME": "/home/u"}, "/home/u/.cache/runh"},
+		{"user without a home", true, nil, "/var/cache/runh"},
+	} {
+		got := cacheDir(c.unprivileged, func(k string) (string, bool) { v, ok := c.env[k]; return v, ok })
+		if got != c.want {
+			t.Errorf("%s: cacheDir = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -5,12 +5,15 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/runh-project/runh/libruntime"
 )
 
 // Paths inside the initrd, read by the agent.
@@ -18,7 +21,7 @@ const (
 	InitPath    = "/init"
 	ModulesDir  = "/modules"
 	OrderFile   = "/modules/order" // module file names, one a line, load order
-	EnvCacheDir = "RUNH_CACHE_DIR"
+	EnvCacheDir = libruntime.EnvCacheDir
 	// format is part of the cache key: bump it when the layout changes.
 	format = "runh-initrd-1"
 )
@@ -30,13 +33,9 @@ type Spec struct {
 	Compress bool     // gzip the archive
 }
 
-// CacheDir returns $RUNH_CACHE_DIR or /var/cache/runh.
-func CacheDir() string {
-	if d := os.Getenv(EnvCacheDir); d != "" {
-		return d
-	}
-	return "/var/cache/runh"
-}
+// CacheDir returns the directory of runh's cache: $RUNH_CACHE_DIR,
+// /var/cache/runh, or a user's own (libruntime.CacheDir).
+func CacheDir() string { return libruntime.CacheDir() }
 
 // Key is the content hash of everything that goes into the initrd.
 func (s Spec) Key() (string, error) {
@@ -89,7 +88,10 @@ func Ensure(dir string, s Spec) (string, error) {
 	if err := tmp.Close(); err != nil {
 		return "", fmt.Errorf("initrd: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	// Linked, not renamed, into place: a concurrent writer's file stays,
+	// so a VM about to start never finds the file its jail binds replaced
+	// (a bind of the unlinked one fails with ENOENT).
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("initrd: %w", err)
 	}
 	removeStale(dir, path)

@@ -55,11 +55,11 @@ func lastCap() (int, error) {
 }
 
 // dropPrivileges leaves the thread with keep only, as uid and gid when
-// they are not 0: out of the bounding set (so that executing the program
-// cannot give them back), then the user, then the permitted, effective
-// and inheritable sets; the ambient set carries them across execve for a
-// user other than root.
-func dropPrivileges(last int, keep uint64, uid, gid int) error {
+// they are not 0 (without supplementary groups unless keepGroups): out of
+// the bounding set (so that executing the program cannot give them back),
+// then the user, then the permitted, effective and inheritable sets; the
+// ambient set carries them across execve for a user other than root.
+func dropPrivileges(last int, keep uint64, uid, gid int, keepGroups bool) error {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
@@ -75,14 +75,16 @@ func dropPrivileges(last int, keep uint64, uid, gid int) error {
 		if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
 			return err
 		}
-		if err := unix.Setgroups(nil); err != nil {
-			return err
+		if !keepGroups {
+			if err := unix.Setgroups(nil); err != nil && !setgroupsDenied() {
+				return fmt.Errorf("setgroups: %w", err)
+			}
 		}
 		if err := unix.Setresgid(gid, gid, gid); err != nil {
-			return err
+			return fmt.Errorf("setresgid %d: %w", gid, err)
 		}
 		if err := unix.Setresuid(uid, uid, uid); err != nil {
-			return err
+			return fmt.Errorf("setresuid %d: %w", uid, err)
 		}
 	}
 	inh := uint64(0)
@@ -155,11 +157,66 @@ func UID(ino uint64) int {
 	return UIDBase + int((ino-0xF0000000)&0xFFFFFF)
 }
 
-// jailUID returns the user ID to run as, in the helper.
-func jailUID() (int, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+// jailIDs returns the user and group IDs to run as, in the helper: in
+// the host's user namespace, UID of its PID namespace for both. In another
+// one (rootless: the namespace a rootless engine made, whose root is the
+// user), only the IDs mapped there exist and UIDBase cannot be taken:
+// the highest ID mapped, which in podman's namespace is the last of the
+// user's subordinate range, not the user's own ID (so nothing the user
+// owns outside the jail, its processes or keyrings, is QEMU's), and
+// rarely any file's; 0 (the user) when nothing else is mapped.
+func jailIDs() (uid, gid int, err error) {
+	if !InUserNamespace() {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+			return 0, 0, err
+		}
+		return UID(st.Ino), UID(st.Ino), nil
+	}
+	return RootlessIDs()
+}
+
+// InUserNamespace reports whether the caller's user namespace is not the
+// host's, as libruntime's does (not imported: this package stays free of
+// cgo, which a jailed test binary would need libraries for).
+func InUserNamespace() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	return err == nil && strings.Join(strings.Fields(string(b)), " ") != "0 0 4294967295"
+}
+
+// RootlessIDs returns the user and group IDs a jail takes in a user
+// namespace other than the host's: the highest mapped.
+func RootlessIDs() (uid, gid int, err error) {
+	if uid, err = highestMapped("/proc/self/uid_map"); err == nil {
+		gid, err = highestMapped("/proc/self/gid_map")
+	}
+	return uid, gid, err
+}
+
+// highestMapped returns the highest ID an ID map (/proc/self/uid_map's
+// format: inside, outside, count per line) maps.
+func highestMapped(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
 		return 0, err
 	}
-	return UID(st.Ino), nil
+	top := -1
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var in, out, n int
+		if _, err := fmt.Sscan(line, &in, &out, &n); err != nil || n < 1 {
+			return 0, fmt.Errorf("%s: bad line %q", path, line)
+		}
+		top = max(top, in+n-1)
+	}
+	if top < 0 {
+		return 0, fmt.Errorf("%s: no ID mapped", path)
+	}
+	return top, nil
+}
+
+// setgroupsDenied reports whether the user namespace forbids setgroups
+// (unshare --map-root-user's): the groups are then what they are.
+func setgroupsDenied() bool {
+	b, err := os.ReadFile("/proc/self/setgroups")
+	return err == nil && strings.TrimSpace(string(b)) == "deny"
 }

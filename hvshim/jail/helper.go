@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -36,7 +37,7 @@ func run(c *Config, fds int) error {
 	if err != nil {
 		return err
 	}
-	uid, err := jailUID()
+	uid, gid, err := jailIDs()
 	if err != nil {
 		return err
 	}
@@ -82,6 +83,16 @@ func run(c *Config, fds int) error {
 	if err := unix.Mkdirat(root, "proc", 0o555); err != nil {
 		return err
 	}
+	// QEMU's 9p server changes modes through /proc/self/fd. subset=pid
+	// leaves only the PID directories, of this PID namespace: no
+	// /proc/sys, /proc/sysrq-trigger or /proc/kcore, which root could
+	// write or read whatever its capabilities. Mounted before the pivot:
+	// in a user namespace other than the host's (rootless) the kernel
+	// lets a procfs be mounted only while a whole one is visible in the
+	// mount namespace, as the shim's /proc is until then.
+	if err := unix.Mount("proc", filepath.Join(dir, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid"); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
 	if err := unix.Fchdir(root); err != nil {
 		return err
 	}
@@ -93,13 +104,6 @@ func run(c *Config, fds int) error {
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach the old root: %w", err)
 	}
-	// QEMU's 9p server changes modes through /proc/self/fd. subset=pid
-	// leaves only the PID directories, of this PID namespace: no
-	// /proc/sys, /proc/sysrq-trigger or /proc/kcore, which root could
-	// write or read whatever its capabilities.
-	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid"); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
-	}
 	if err := unix.MountSetattr(unix.AT_FDCWD, "/", 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
 		return fmt.Errorf("read-only root: %w", err)
 	}
@@ -109,7 +113,11 @@ func run(c *Config, fds int) error {
 	if err := setLimits(); err != nil {
 		return err
 	}
-	if err := dropPrivileges(last, CapMask(), uid, uid); err != nil {
+	// Rootless, QEMU keeps the user's supplementary groups when it opens
+	// /dev/kvm, which a user usually may through the kvm group: a group
+	// not mapped in the namespace cannot be set alone.
+	keepGroups := InUserNamespace() && slices.Contains(c.Devices, "/dev/kvm")
+	if err := dropPrivileges(last, CapMask(), uid, gid, keepGroups); err != nil {
 		return err
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {

@@ -304,3 +304,23 @@ func BenchmarkJail(b *testing.B) {
 		})
 	}
 }
+
+func TestHighestMapped(t *testing.T) {
+	dir := t.TempDir()
+	for in, want := range map[string]int{
+		"         0       1001          1\n         1     100000      65536\n": 65536,
+		"0 1001 1\n":                         0,
+		"         0          0 4294967295\n": 4294967294,
+	} {
+		p := filepath.Join(dir, "map")
+		os.WriteFile(p, []byte(in), 0o644)
+		if got, err := highestMapped(p); err != nil || got != want {
+			t.Errorf("highestMapped(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	p := filepath.Join(dir, "bad")
+	os.WriteFile(p, []byte("0 x 1\n"), 0o644)
+	if _, err := highestMapped(p); err == nil {
+		t.Error("a bad map: want an error")
+	}
+}

@@ -122,7 +122,7 @@ func appendDiag(ports []Port, b []byte) []Port {
 	p := int(binary.BigEndian.Uint16(b[4:]))
 	if b[0] == unix.AF_INET {
 		if ip := net.IP(b[8:12]); ip.Equal(net.IPv4zero) || ip.Equal(net.IPv4(127, 0, 0, 1)) {
-			ports = append(ports, Port{Port: p})
+			ports = append(ports, Port{Port: p, Any: ip.Equal(net.IPv4zero)})
 		}
 		return ports
 	}
@@ -145,13 +145,13 @@ func appendDiag(ports []Port, b []byte) []Port {
 	switch {
 	case ip.Equal(net.IPv6unspecified):
 		if !v6only {
-			ports = append(ports, Port{Port: p})
+			ports = append(ports, Port{Port: p, Any: true})
 		}
-		ports = append(ports, Port{Port: p, V6: true})
+		ports = append(ports, Port{Port: p, V6: true, Any: true})
 	case ip.Equal(net.IPv6loopback):
 		ports = append(ports, Port{Port: p, V6: true})
 	case ip.To4() != nil && (ip.Equal(net.IPv4zero) || ip.Equal(net.IPv4(127, 0, 0, 1))):
-		ports = append(ports, Port{Port: p}) // v4-mapped
+		ports = append(ports, Port{Port: p, Any: ip.Equal(net.IPv4zero)}) // v4-mapped
 	}
 	return ports
 }

@@ -194,10 +194,12 @@ func listening(r *bufio.Reader, ports []Port) []Port {
 		if ok && perr == nil && ip != nil {
 			p := int(port)
 			switch {
-			case ip.Equal(net.IPv4zero) || ip.Equal(net.IPv4(127, 0, 0, 1)):
+			case ip.Equal(net.IPv4zero):
+				ports = append(ports, Port{Port: p, Any: true})
+			case ip.Equal(net.IPv4(127, 0, 0, 1)):
 				ports = append(ports, Port{Port: p})
 			case ip.Equal(net.IPv6unspecified):
-				ports = append(ports, Port{Port: p}, Port{Port: p, V6: true})
+				ports = append(ports, Port{Port: p, Any: true}, Port{Port: p, V6: true, Any: true})
 			case ip.Equal(net.IPv6loopback):
 				ports = append(ports, Port{Port: p, V6: true})
 			}

@@ -94,21 +94,25 @@ type forwarder struct {
 	slots  chan struct{}
 }
 
-// sanitize keeps the valid ports of the guest's set, once each, at most
-// MaxListeners (the lowest), and reports whether it dropped any.
+// sanitize keeps the valid ports of the guest's set, once each (on the
+// wildcard address if any of its sockets is), at most MaxListeners (the
+// lowest), and reports whether it dropped any.
 func sanitize(ports []Port) ([]Port, bool) {
 	out := make([]Port, 0, min(len(ports), MaxListeners))
-	seen := map[Port]bool{}
+	seen := map[Port]int{} // without Any: its index in out
 	cut := false
 	for _, p := range ports {
 		if !p.valid() {
 			cut = true
 			continue
 		}
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
+		k := Port{Port: p.Port, V6: p.V6}
+		if i, ok := seen[k]; ok {
+			out[i].Any = out[i].Any || p.Any
+			continue
 		}
+		seen[k] = len(out)
+		out = append(out, p)
 	}
 	sortPorts(out)
 	if len(out) > MaxListeners {
@@ -167,7 +171,7 @@ func (f *forwarder) apply(ports []Port) {
 func (f *forwarder) listen(p Port) (net.Listener, error) {
 	var l net.Listener
 	err := vmnet.InNS(f.ns, func() (err error) {
-		l, err = net.Listen(p.network(), p.addr())
+		l, err = net.Listen(p.network(), p.listenAddr())
 		return err
 	})
 	return l, err

@@ -28,8 +28,11 @@
 // Nothing from the guest is trusted: it only names port numbers, which the
 // host checks (1 to 65535, at most MaxListeners, an update applied at most
 // every minApply), and the host listens only on the loopback addresses of
-// the container's own host namespace, skipping a port that something there
-// already holds. It never dials anything for the guest.
+// the container's own host namespace, or its wildcard address for a guest
+// socket on the wildcard address (which, the namespace's interfaces being
+// the VM's, only the namespace itself reaches beyond loopback), skipping a
+// port that something there already holds. It never dials anything for
+// the guest.
 package portfwd
 
 import (
@@ -64,10 +67,15 @@ var (
 )
 
 // Port is a listening port the guest reports: V6 false, the guest answers
-// at 127.0.0.1:Port; true, at [::1]:Port.
+// at 127.0.0.1:Port; true, at [::1]:Port. Any says its socket is on the
+// wildcard address: as a process container's would, it then answers at
+// every address of the namespace, which rootless podman's port forwarder
+// (rootlessport) dials from inside it (the container's slirp4netns
+// address); the host listens on the wildcard address for it.
 type Port struct {
 	Port int  `json:"port"`
 	V6   bool `json:"v6,omitempty"`
+	Any  bool `json:"any,omitempty"`
 }
 
 func (p Port) network() string {
@@ -86,18 +94,40 @@ func (p Port) addr() string {
 	return net.JoinHostPort(host, strconv.Itoa(p.Port))
 }
 
-func (p Port) String() string { return p.network() + " " + p.addr() }
+// listenAddr is where the host listens for p in the container's host
+// namespace: p's loopback address, or for a socket on the guest's wildcard
+// address the wildcard address. Only the namespace itself reaches the
+// latter beyond loopback: frames from outside on its interfaces go to the
+// VM (hvshim/vmnet) before its host stack sees them.
+func (p Port) listenAddr() string {
+	if !p.Any {
+		return p.addr()
+	}
+	host := "0.0.0.0"
+	if p.V6 {
+		host = "::"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p.Port))
+}
 
-// sortPorts sorts by port number, IPv4 first.
+func (p Port) String() string { return p.network() + " " + p.listenAddr() }
+
+// sortPorts sorts by port number, IPv4 first, loopback first.
 func sortPorts(ports []Port) {
 	slices.SortFunc(ports, func(a, b Port) int {
 		if a.Port != b.Port {
 			return a.Port - b.Port
 		}
+		if a.V6 != b.V6 {
+			if b.V6 {
+				return -1
+			}
+			return 1
+		}
 		switch {
-		case a.V6 == b.V6:
+		case a.Any == b.Any:
 			return 0
-		case b.V6:
+		case b.Any:
 			return -1
 		}
 		return 1

@@ -50,7 +50,7 @@ func TestListening(t *testing.T) {
 	// 0.0.0.0:8080, 127.0.0.1:80, [::]:3000 (both), [::1]:3001,
 	// [::ffff:127.0.0.1]:3002; not 127.0.0.2:81, 10.88.0.2:82, fe80::..:3003;
 	// and not 0.0.0.0:22, listed after a connection.
-	want := []Port{{Port: 80}, {Port: 3000}, {Port: 3000, V6: true}, {Port: 3001, V6: true}, {Port: 3002}, {Port: 8080}}
+	want := []Port{{Port: 80}, {Port: 3000, Any: true}, {Port: 3000, V6: true, Any: true}, {Port: 3001, V6: true}, {Port: 3002}, {Port: 8080, Any: true}}
 	if !slices.Equal(ports, want) {
 		t.Fatalf("got %v, want %v", ports, want)
 	}
@@ -60,8 +60,8 @@ func TestListening(t *testing.T) {
 }
 
 func TestSanitize(t *testing.T) {
-	got, cut := sanitize([]Port{{Port: 9}, {Port: 0}, {Port: 70000}, {Port: -1}, {Port: 9}, {Port: 9, V6: true}, {Port: 1}})
-	if want := []Port{{Port: 1}, {Port: 9}, {Port: 9, V6: true}}; !slices.Equal(got, want) || !cut {
+	got, cut := sanitize([]Port{{Port: 9}, {Port: 0}, {Port: 70000}, {Port: -1}, {Port: 9}, {Port: 9, V6: true}, {Port: 1}, {Port: 9, Any: true}})
+	if want := []Port{{Port: 1}, {Port: 9, Any: true}, {Port: 9, V6: true}}; !slices.Equal(got, want) || !cut {
 		t.Fatalf("got %v %v, want %v true", got, cut, want)
 	}
 	var many []Port
@@ -442,7 +442,7 @@ func TestSources(t *testing.T) {
 		t.Skip("no sock_diag on this kernel")
 	}
 	got, err := w.read()
-	want := []Port{{Port: 7101}, {Port: 7102}, {Port: 7102, V6: true}, {Port: 7103, V6: true}, {Port: 7104, V6: true}, {Port: 7106}}
+	want := []Port{{Port: 7101}, {Port: 7102, Any: true}, {Port: 7102, V6: true, Any: true}, {Port: 7103, V6: true, Any: true}, {Port: 7104, V6: true}, {Port: 7106, Any: true}}
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("sock_diag: %v %v, want %v", got, err, want)
 	}
@@ -457,7 +457,7 @@ func TestSources(t *testing.T) {
 		w.files = append(w.files, f)
 	}
 	got, err = w.read()
-	want = []Port{{Port: 7101}, {Port: 7102}, {Port: 7102, V6: true}, {Port: 7103}, {Port: 7103, V6: true}, {Port: 7104, V6: true}, {Port: 7106}}
+	want = []Port{{Port: 7101}, {Port: 7102, Any: true}, {Port: 7102, V6: true, Any: true}, {Port: 7103, Any: true}, {Port: 7103, V6: true, Any: true}, {Port: 7104, V6: true}, {Port: 7106, Any: true}}
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("/proc: %v %v, want %v", got, err, want)
 	}

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,7 +39,10 @@ type hostCgroup struct {
 // the VM's usage; it applies the spec's limits there as hostResources says.
 // hostPid is the caller's PID in the host's PID namespace, which systemd
 // knows it by (the shim's own namespace calls it 1, systemd's PID).
-func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd bool, hostPid int) error {
+// Rootless, a cgroup the shim may not make or join is skipped unless a
+// limit needs it, as libcontainer does for a rootless container: the VM
+// then stays in its caller's cgroups.
+func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd, rootless bool, hostPid int) error {
 	// The spec's own resources are the guest's; hostResources says which
 	// of them the host cgroup gets.
 	s := *spec
@@ -48,7 +52,7 @@ func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd bool, 
 		r, l.Resources = l.Resources, nil
 		s.Linux = &l
 	}
-	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{CgroupName: id, UseSystemdCgroup: systemd, Spec: &s}, nil)
+	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{CgroupName: id, UseSystemdCgroup: systemd, RootlessCgroups: rootless, Spec: &s}, nil)
 	if err != nil {
 		return fmt.Errorf("host cgroup: %w", err)
 	}
@@ -65,7 +69,9 @@ func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd bool, 
 	if systemd {
 		pid = hostPid
 	}
-	err = m.Apply(pid)
+	if err = m.Apply(pid); errors.Is(err, cgroups.ErrRootless) {
+		err = nil // Set fails on a limit whose cgroup was skipped
+	}
 	// Recorded even on failure: Apply may have made some directories.
 	if b, jerr := json.Marshal(hostCgroup{Config: cg, Paths: m.GetPaths()}); jerr == nil {
 		libruntime.WriteFileAtomic(filepath.Join(dir, CgroupFile), b, 0o600)

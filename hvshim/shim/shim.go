@@ -62,6 +62,9 @@ type Config struct {
 	PodMemoryMiB int `json:"podMemoryMiB,omitempty"`
 	// SystemdCgroup: the host cgroup is made by systemd (--systemd-cgroup).
 	SystemdCgroup bool `json:"systemdCgroup,omitempty"`
+	// Rootless: the host cgroup is best effort, as libcontainer's rootless
+	// cgroups (--rootless).
+	Rootless bool `json:"rootless,omitempty"`
 	// Sandbox is, for a pod's other container, the state directory of
 	// the sandbox whose shim runs it.
 	Sandbox string `json:"sandbox,omitempty"`
@@ -169,7 +172,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	mem, cpus := vmSize(s.cfg, spec)
-	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem, s.cfg.SystemdCgroup, s.pid); err != nil {
+	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem, s.cfg.SystemdCgroup, s.cfg.Rootless, s.pid); err != nil {
 		return nil, nil, err
 	}
 	// Hooks of the runtime's namespaces run here on the host, the others

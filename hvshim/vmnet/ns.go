@@ -1,6 +1,7 @@
 package vmnet
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -125,10 +126,17 @@ func isHostNS(ns netns.NsHandle, host string) bool {
 }
 
 // HostSupport reports why this host cannot give VMs network interfaces
-// (no tap devices), or nil.
+// (no tap devices, or none this user may make), or nil. Opening the
+// device makes nothing.
 func HostSupport() error {
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("no /dev/net/tun on this host (load the tun module): %w", err)
 	}
+	if err != nil {
+		// Rootless: udev makes it 0666 on an ordinary host.
+		return fmt.Errorf("/dev/net/tun: %w", err)
+	}
+	unix.Close(fd)
 	return nil
 }

@@ -24,7 +24,7 @@ func (b *Backend) createMember(h *libruntime.Handle, bundle *libruntime.Bundle, 
 	if shimAlive(&libruntime.Handle{Dir: iso.SandboxDir}) == 0 {
 		return nil, errors.New("pod sandbox " + iso.Pod.SandboxID + " is stopped: its VM is gone")
 	}
-	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug, Sandbox: iso.SandboxDir, SystemdCgroup: b.SystemdCgroup}
+	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug, Sandbox: iso.SandboxDir, SystemdCgroup: b.SystemdCgroup, Rootless: b.Rootless}
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}

@@ -42,6 +42,9 @@ type Backend struct {
 	// SystemdCgroup makes the VM's host cgroup with systemd, as the
 	// process backend makes a container's (--systemd-cgroup).
 	SystemdCgroup bool
+	// Rootless makes the VM's host cgroup best effort, as the process
+	// backend's (--rootless).
+	Rootless bool
 }
 
 var _ libruntime.Backend = (*Backend)(nil)
@@ -68,7 +71,7 @@ func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso li
 	vmc := iso.VM
 	vmc.NoTemplate = vmc.NoTemplate || b.NoTemplate
 	cfg := shim.Config{ID: h.ID, Bundle: bundle.Dir, VM: vmc, HasConsole: o.ConsoleSocket != nil, Debug: o.Debug,
-		Pod: iso.Pod.Role == libruntime.PodSandbox, PodMemoryMiB: int(iso.Pod.MemoryBytes >> 20), SystemdCgroup: b.SystemdCgroup}
+		Pod: iso.Pod.Role == libruntime.PodSandbox, PodMemoryMiB: int(iso.Pod.MemoryBytes >> 20), SystemdCgroup: b.SystemdCgroup, Rootless: b.Rootless}
 	if err := h.WriteJSON(shim.ConfigFile, cfg); err != nil {
 		return nil, err
 	}
