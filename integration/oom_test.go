@@ -3,7 +3,10 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +18,8 @@ import (
 // `events` reports the kill as an "oom" event, as runc does, and the kernel
 // counts it in the host cgroup of the PID the runtime reports, where engines
 // watch for it (with hypervisor isolation the shim reproduces the guest's
-// kill there once the VM has gone).
+// kill there once the VM has gone), on cgroup v1 and v2, under either
+// driver.
 func TestEventsOOM(t *testing.T) {
 	forEachMode(t, func(t *testing.T, x *h) {
 		id := x.id("oom")
@@ -25,10 +29,17 @@ func TestEventsOOM(t *testing.T) {
 		}, "sh", "-c", "sleep 1; tail /dev/zero")
 		x.create(id, bundle, nil)
 		pid := x.state(id).Pid
-		oomControl, err := hostCgroupFile(pid, "memory", "memory.oom_control")
+		// The kernel's count: oom_kill in memory.oom_control (v1) or
+		// memory.events (v2).
+		counts, err := hostCgroupFile(pid, "memory", "memory.oom_control", "memory.events")
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Under the systemd driver the container's cgroup is a scope,
+		// which systemd removes with its last process; v2 counts are
+		// hierarchical, so the parent slice's count tells then.
+		parentCounts := filepath.Join(filepath.Dir(filepath.Dir(counts)), filepath.Base(counts))
+		parentBefore, _ := oomKillCount(parentCounts)
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -62,10 +73,35 @@ func TestEventsOOM(t *testing.T) {
 		}
 		x.waitStatus(id, "stopped")
 		x.waitPidGone(pid, x.timeout()) // the shim exits once the host knows
-		if !strings.Contains(readFile(oomControl), "oom_kill 1") {
-			t.Errorf("host %s: %q, want oom_kill 1", oomControl, readFile(oomControl))
+		if n, err := oomKillCount(counts); err == nil {
+			if n != 1 {
+				t.Errorf("host %s: oom_kill %d, want 1", counts, n)
+			}
+		} else if !os.IsNotExist(err) {
+			t.Errorf("host %s: %v", counts, err)
+		} else if !cgroupV2Host() || !systemdDriver() {
+			t.Errorf("host %s: %v: the cgroup went before delete", counts, err)
+		} else if n, err := oomKillCount(parentCounts); err != nil || n < parentBefore+1 {
+			t.Errorf("the container's scope is gone; its parent's %s: oom_kill %d (%v), want at least %d", parentCounts, n, err, parentBefore+1)
+		} else {
+			t.Logf("the container's scope is gone; its parent's oom_kill %d -> %d", parentBefore, n)
 		}
 		x.must("delete", id)
 		x.assertGone(id)
 	})
+}
+
+// oomKillCount reads the "oom_kill N" line of a cgroup's memory file
+// (memory.oom_control on v1, memory.events on v2).
+func oomKillCount(file string) (uint64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New(file + ": no oom_kill line")
 }

@@ -12,7 +12,7 @@
 # nothing keeps running. Exit status 1 when the run is incomplete or runh
 # fails where runc (its twin row) does not, or fails without a runc row.
 #
-# Environment: HOSTS_SUITES (integration podman vm), HOSTS_TIMEOUT (1800),
+# Environment: HOSTS_SUITES (integration podman vm), HOSTS_TIMEOUT (3000),
 # HOSTS_ACCEL (auto: kvm when /dev/kvm boots a normal guest, else tcg),
 # HOSTS_SMP (2), HOSTS_MEM (4096), HOSTS_OUT, INTEGRATION_RUN (a -test.run
 # pattern for suite 1), and any INTEGRATION_*/VM_* variable run.sh reads.
@@ -21,7 +21,7 @@ deb=$(realpath "${1:?usage: hosttest.sh DEB TESTBIN}")
 testbin=$(realpath "${2:?usage: hosttest.sh DEB TESTBIN}")
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${HOSTS_OUT:-$here/build/hosts}
-timeout_s=${HOSTS_TIMEOUT:-1800}
+timeout_s=${HOSTS_TIMEOUT:-3000}
 t0=$(date +%s)
 
 # kvm only where it can boot a normal guest (runh's own rule: not the

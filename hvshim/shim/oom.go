@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,53 +18,73 @@ import (
 
 // OOM kills happen in the guest, where the container's memory cgroup is;
 // engines learn of them from the host cgroup of the PID runh reports (the
-// shim's): conmon and containerd's runc shim register an eventfd on its
-// memory.oom_control (cgroup v1) and record an OOM when it fires. Nothing in
-// the guest can make the host kernel send that notification, so when the
-// guest reports OOM kills, the shim causes one real OOM in the VM's host
-// cgroup once QEMU has gone: it leaves the cgroup, empties it, lowers its
-// limit and puts there a helper that allocates until the kernel's OOM
-// killer ends it. The host cgroup's OOM notification and oom_kill count are
-// then what process isolation shows for the same container.
+// shim's): on cgroup v1 conmon and containerd's runc shim register an
+// eventfd on its memory.oom_control; on v2 they watch its memory.events
+// with inotify (conmon counts "oom", containerd "oom_kill"). Nothing in the
+// guest can make the host kernel count or notify, so when the guest reports
+// OOM kills, the shim causes one real OOM kill in the VM's host cgroup once
+// QEMU has gone: a helper process there allocates until the kernel's OOM
+// killer ends it. The host cgroup's notification and counts are then what
+// process isolation shows for the same container.
 
 // OOMHelperArg is the argument of `runh shim` that runs the helper.
 const OOMHelperArg = "oom-helper"
 
-// oomHelperLimit is the host cgroup's limit while the helper runs: some
-// pages beyond what an emptied cgroup still holds.
+// oomHelperLimit is the memory limit the helper meets: on v1 the emptied
+// host cgroup's (some pages beyond what it still holds), on v2 that of a
+// cgroup of its own.
 const oomHelperLimit = 4 << 20
 
+// oomLinger is how long the shim stays after the helper's kill on a
+// systemd-managed cgroup v2 host: systemd removes the container's scope,
+// memory.events included, as soon as its last process (the shim) has gone,
+// and an engine woken by the kill must have read the counts by then.
+const oomLinger = 250 * time.Millisecond
+
+// Children of the VM's host cgroup while the helper runs on cgroup v2.
+const (
+	oomShimCgroup   = "runh-shim"
+	oomHelperCgroup = "runh-oom"
+)
+
 // reflectOOM causes one OOM kill in the VM's host memory cgroup; QEMU must
-// have exited. The shim leaves the cgroup for its parent, which engines do
-// not watch.
+// have exited.
 func reflectOOM(dir string) error {
-	if cgroups.IsCgroup2UnifiedMode() {
-		return errors.New("OOM notification on a cgroup v2 host: not supported")
-	}
-	paths, err := hostCgroupPaths(dir)
+	h, err := readHostCgroup(dir)
 	if err != nil {
 		return err
 	}
-	mem := paths["memory"]
+	if h == nil {
+		return errors.New("no host cgroup")
+	}
+	if cgroups.IsCgroup2UnifiedMode() {
+		if err := reflectOOMv2(h.Paths[""]); err != nil {
+			return err
+		}
+		if h.Config.Systemd {
+			time.Sleep(oomLinger)
+		}
+		return nil
+	}
+	return reflectOOMv1(h.Paths["memory"])
+}
+
+// reflectOOMv1: the shim leaves the memory cgroup mem for its parent,
+// which engines do not watch, empties mem, lowers its limit and runs the
+// helper there; the limits are then put back.
+func reflectOOMv1(mem string) error {
 	if mem == "" {
 		return errors.New("no host memory cgroup")
 	}
 	write := func(file, v string) error {
 		return os.WriteFile(filepath.Join(mem, file), []byte(v), 0)
 	}
-	if err := os.WriteFile(filepath.Join(filepath.Dir(mem), "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+	self := strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(filepath.Join(filepath.Dir(mem), "cgroup.procs"), []byte(self), 0); err != nil {
 		return fmt.Errorf("leave the memory cgroup: %w", err)
 	}
-	// QEMU may take a moment to go after a forced stop.
-	for i := 0; ; i++ {
-		b, err := os.ReadFile(filepath.Join(mem, "cgroup.procs"))
-		if err == nil && len(strings.TrimSpace(string(b))) == 0 {
-			break
-		}
-		if i == 100 {
-			return errors.New("the memory cgroup still has processes")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitCgroupHolds(mem); err != nil {
+		return err
 	}
 	// The page cache QEMU left is reclaimed, so that the limit can be low.
 	write("memory.force_empty", "0")
@@ -85,9 +106,97 @@ func reflectOOM(dir string) error {
 		return fmt.Errorf("lower the limit: %w", err)
 	}
 	defer write("memory.limit_in_bytes", strings.TrimSpace(string(oldLimit)))
+	return runOOMHelper(filepath.Join(mem, "cgroup.procs"))
+}
 
-	// The helper starts in the shim's cgroup (its runtime's first pages
-	// are charged there), moves into the container's, then allocates.
+// reflectOOMv2: v2's counts are hierarchical, so a kill in a child of the
+// VM's host cgroup cg is counted, and notified, in cg's memory.events too;
+// the helper gets a child with a small memory.max, and cg's own limits
+// stay. A child has a memory controller only if cg enables it for its
+// children, which the kernel refuses while cg holds processes (cgroup v2's
+// "no internal processes" rule): the shim first moves to a child of its
+// own (its parent, under systemd a slice, has controllers enabled and so
+// takes no process either). Everything is put back afterwards. Under the
+// systemd driver cg is a scope, delegated (libcontainer asks Delegate=yes),
+// so that its subtree is the shim's to arrange.
+func reflectOOMv2(cg string) error {
+	if cg == "" {
+		return errors.New("no host cgroup")
+	}
+	self := strconv.Itoa(os.Getpid())
+	if err := waitCgroupHolds(cg, self); err != nil {
+		return err
+	}
+	write := func(dir, file, v string) error {
+		return os.WriteFile(filepath.Join(dir, file), []byte(v), 0)
+	}
+	shimCg := filepath.Join(cg, oomShimCgroup)
+	if err := os.Mkdir(shimCg, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	defer func() {
+		write(cg, "cgroup.procs", self)
+		removeCgroup(shimCg)
+	}()
+	if err := write(shimCg, "cgroup.procs", self); err != nil {
+		return fmt.Errorf("leave the container's cgroup for a child: %w", err)
+	}
+	sub, err := os.ReadFile(filepath.Join(cg, "cgroup.subtree_control"))
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(strings.Fields(string(sub)), "memory") {
+		if err := write(cg, "cgroup.subtree_control", "+memory"); err != nil {
+			return fmt.Errorf("enable memory for children: %w", err)
+		}
+		defer write(cg, "cgroup.subtree_control", "-memory")
+	}
+	helperCg := filepath.Join(cg, oomHelperCgroup)
+	if err := os.Mkdir(helperCg, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	defer removeCgroup(helperCg)
+	if err := write(helperCg, "memory.max", strconv.Itoa(oomHelperLimit)); err != nil {
+		return fmt.Errorf("limit the helper: %w", err)
+	}
+	// Swapped out, the helper would outgrow its limit unkilled (absent
+	// without swap accounting).
+	if err := write(helperCg, "memory.swap.max", "0"); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("limit the helper's swap: %w", err)
+	}
+	return runOOMHelper(filepath.Join(helperCg, "cgroup.procs"))
+}
+
+// waitCgroupHolds waits until the cgroup dir holds no process but those
+// listed: QEMU may take a moment to go after a forced stop.
+func waitCgroupHolds(dir string, allowed ...string) error {
+	for i := 0; ; i++ {
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err == nil && !slices.ContainsFunc(strings.Fields(string(b)), func(p string) bool { return !slices.Contains(allowed, p) }) {
+			return nil
+		}
+		if i == 100 {
+			return fmt.Errorf("the cgroup %s still has processes: %q (%v)", dir, b, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// removeCgroup removes an empty cgroup, waiting a little for a killed
+// process to leave it.
+func removeCgroup(dir string) {
+	for i := 0; i < 50 && os.Remove(dir) != nil; i++ {
+		if _, err := os.Stat(dir); err != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// runOOMHelper starts the helper in the shim's cgroup (its runtime's first
+// pages are charged there), moves it to the cgroup of procs, lets it
+// allocate and checks the OOM killer ended it.
+func runOOMHelper(procs string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -99,7 +208,7 @@ func reflectOOM(dir string) error {
 		w.Close()
 		return err
 	}
-	err = write("cgroup.procs", strconv.Itoa(cmd.Process.Pid))
+	err = os.WriteFile(procs, []byte(strconv.Itoa(cmd.Process.Pid)), 0)
 	if err != nil {
 		cmd.Process.Kill()
 	}

@@ -1,9 +1,10 @@
 // Package hosts holds what `make test-hosts` runs inside its Debian 13 test
 // host (docs/hosts.md) besides the integration suite: checks of cgroup v2
 // placement, limits, update, OOM and removal, under the cgroupfs and the
-// systemd driver, that the integration suite makes only on cgroup v1 (its
-// hostCgroupFile and TestCgroupsPathSystemdForm read v1 controller
-// directories). Same runtime selection as the suite: RUNH_BINARY (runh or
+// systemd driver, beyond the suite's own host-side checks (which read the
+// v2 files too): under systemd, the scope unit's properties and their
+// surviving a daemon-reload, the unit's removal, the unit's journal of an
+// OOM kill. Same runtime selection as the suite: RUNH_BINARY (runh or
 // runc, or a wrapper adding --systemd-cgroup), HOSTS_DRIVER (cgroupfs or
 // systemd: what to expect), HOSTS_ROOTFS (a busybox rootfs, read-only).
 // Process isolation only; they skip unless /sys/fs/cgroup is cgroup2.

@@ -47,7 +47,8 @@ fi
 cat "$R/versions"
 # The suite's global flags reach the binary through RUNH_BINARY: wrappers
 # that add --systemd-cgroup (`--version` still answers "runc ..." for runc,
-# so the suite's isRunc still holds).
+# so the suite's isRunc still holds); RUNH_TEST_CGROUP_DRIVER tells the
+# suite which placement to expect.
 for b in /usr/bin/runh /usr/sbin/runc; do
 	n=${b##*/}
 	printf '#!/bin/sh\nexec %s --systemd-cgroup "$@"\n' "$b" >/usr/local/bin/$n-systemd
@@ -58,6 +59,7 @@ done
 INTEGRATION_RUN=${INTEGRATION_RUN:-'^(TestLifecycle|TestDeleteForce|TestKillAll|TestKillPaused|TestListPsPauseEvents|TestUpdate|TestEventsOOM|TestExec|TestExecKilled|TestCgroupsPathSystemdForm|TestResourcesSeen)$'}
 INTEGRATION_TIMEOUT=${INTEGRATION_TIMEOUT:-600}
 INTEGRATION_RUNTIMES=${INTEGRATION_RUNTIMES:-"runh runc"}
+VM_INTEGRATION_RUN=${VM_INTEGRATION_RUN:-'^(TestEventsOOM|TestUpdate|TestCgroupsPathSystemdForm)$'}
 
 # tally NAME LOG: counts the top-level tests of a -test.v log.
 tally() {
@@ -68,35 +70,52 @@ tally() {
 		END {printf "%s %d %d %d%s\n", name, p, f, s, failed}' "$2"
 }
 
+# The suite's binaries and rootfs in /root/integration, once.
+W=/root/integration
+integration_setup() {
+	[ -x "$W/integration/integration.test" ] && [ -d "$W/rootfs" ] && return 0
+	rm -rf "$W" && mkdir -p "$W/integration" "$W/scripts"
+	cp "$S/integration.test" "$W/integration/" && cp "$S/hosts.test" "$S/mkrootfs.sh" "$W/scripts/"
+	mv "$W/scripts/hosts.test" "$W/"
+	chmod +x "$W/integration/integration.test" "$W/hosts.test" "$W/scripts/mkrootfs.sh"
+	sh "$W/scripts/mkrootfs.sh" "$W/rootfs"
+}
+
+# integration_run ROW BINARY DRIVER MODES PATTERN: one run of the suite,
+# its log in $R/<ROW with / as ->.log, one summary row. One VM at a time:
+# this host's KVM is QEMU's emulated SVM, and a run booting two nested VMs
+# at once ended this whole host once (QEMU exit 0, nothing on the console).
+integration_run() {
+	name=$1 b=$2 drv=$3 modes=$4 pattern=$5
+	log=$R/$(echo "$name" | tr / -).log
+	say "$name: $b, $drv driver, $modes"
+	t0=$(date +%s)
+	(cd "$W/integration" && RUNH_BINARY=$b RUNH_TEST_MODES=$modes RUNH_TEST_CGROUP_DRIVER=$drv \
+		RUNH_TEST_VM_PARALLEL=1 \
+		timeout -k 10 "$INTEGRATION_TIMEOUT" ./integration.test -test.v -test.count=1 \
+		-test.parallel 4 -test.timeout "$((INTEGRATION_TIMEOUT - 20))s" -test.run "$pattern") \
+		>"$log" 2>&1
+	rc=$?
+	say "$name: exit $rc in $(($(date +%s) - t0)) s"
+	[ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "TIMEOUT after ${INTEGRATION_TIMEOUT}s" >>"$log"
+	line=$(tally "$name" "$log")
+	# A run that died before printing its verdicts counts as a failure.
+	if [ "$rc" -ne 0 ] && [ "$(echo "$line" | awk '{print $3}')" = 0 ]; then
+		line=$(echo "$line" | awk -v rc="$rc" '{$3 = 1; print $0 " exit-" rc}')
+	fi
+	row "$line"
+}
+
 suite_integration() {
-	w=/root/integration
-	rm -rf "$w" && mkdir -p "$w/integration" "$w/scripts"
-	cp "$S/integration.test" "$w/integration/" && cp "$S/hosts.test" "$S/mkrootfs.sh" "$w/scripts/"
-	mv "$w/scripts/hosts.test" "$w/"
-	chmod +x "$w/integration/integration.test" "$w/hosts.test" "$w/scripts/mkrootfs.sh"
-	sh "$w/scripts/mkrootfs.sh" "$w/rootfs"
+	integration_setup
+	w=$W
 	for rt in $INTEGRATION_RUNTIMES; do
 		case $rt in runh) bin=/usr/bin/runh ;; runc) bin=/usr/sbin/runc ;; *) continue ;; esac
 		for drv in cgroupfs systemd; do
 			b=$bin
 			[ $drv = systemd ] && b=/usr/local/bin/$rt-systemd
-			log=$R/integration-$rt-$drv.log
-			say "integration: $rt, $drv driver ($b)"
-			t0=$(date +%s)
-			(cd "$w/integration" && RUNH_BINARY=$b RUNH_TEST_MODES=process \
-				timeout -k 10 "$INTEGRATION_TIMEOUT" ./integration.test -test.v -test.count=1 \
-				-test.parallel 4 -test.timeout "$((INTEGRATION_TIMEOUT - 20))s" -test.run "$INTEGRATION_RUN") \
-				>"$log" 2>&1
-			rc=$?
-			say "integration: $rt $drv: exit $rc in $(($(date +%s) - t0)) s"
-			[ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "TIMEOUT after ${INTEGRATION_TIMEOUT}s" >>"$log"
-			line=$(tally "integration/$rt/$drv" "$log")
-			# A run that died before printing its verdicts counts as a failure.
-			if [ "$rc" -ne 0 ] && [ "$(echo "$line" | awk '{print $3}')" = 0 ]; then
-				line=$(echo "$line" | awk -v rc="$rc" '{$3 = 1; print $0 " exit-" rc}')
-			fi
-			row "$line"
-			# The v2 checks the suite makes on v1 only (integration/hosts).
+			integration_run "integration/$rt/$drv" "$b" "$drv" process "$INTEGRATION_RUN"
+			# The further cgroup v2 checks (integration/hosts).
 			log=$R/cgroupv2-$rt-$drv.log
 			RUNH_BINARY=$b HOSTS_DRIVER=$drv HOSTS_ROOTFS=$w/rootfs timeout -k 10 300 \
 				"$w/hosts.test" -test.v -test.count=1 -test.timeout 280s >"$log" 2>&1
@@ -175,6 +194,8 @@ podman_scenarios() {
 	if [ -n "$pid" ] && [ "$pid" != 0 ]; then
 		cg=$(scope_of "$pid")
 		echo "     container pid $pid, cgroup $cg"
+		echo "     unit: $(systemctl show -p OOMPolicy -p Delegate -p KillMode -p CollectMode -p MemoryMax "libpod-$cid.scope" 2>/dev/null | tr '\n' ' ')"
+		echo "     memory.oom.group $(cat "/sys/fs/cgroup$cg/memory.oom.group" 2>/dev/null), processes: $(for p in $(cat "/sys/fs/cgroup$cg/cgroup.procs" 2>/dev/null); do printf '%s ' "$p:$(cat /proc/$p/comm 2>/dev/null)"; done)"
 		check exec "hi" $P exec "$c" echo hi
 		check exec-exit rc=5 $P exec "$c" sh -c 'exit 5'
 		check cgroup-scope "yes" sh -c "case '$cg' in */libpod-$cid.scope*) echo yes ;; *) echo no: '$cg' ;; esac"
@@ -189,11 +210,14 @@ podman_scenarios() {
 		$P rm -f "$c" >/dev/null 2>&1
 	fi
 	# Three times: an OOM verdict that comes and goes is a race, not a rule.
+	# conmon logs to the journal (--syslog) what it makes of the kill.
 	for o in oom oom2 oom3; do
-		check $o-exit rc=137 $P run --name "$c-$o" --network none --memory 32m --memory-swap 32m localhost/busybox sh -c 'sleep 1; tail /dev/zero'
+		t0=$(date +%s)
+		check $o-exit rc=137 $P --syslog --log-level info run --name "$c-$o" --network none --memory 32m --memory-swap 32m localhost/busybox sh -c 'sleep 1; tail /dev/zero'
 		check $o-killed "true" $P inspect -f '{{.State.OOMKilled}}' "$c-$o"
 		cid=$($P inspect -f '{{.Id}}' "$c-$o" 2>/dev/null)
 		journal_of "libpod-$cid.scope"
+		journalctl --no-pager -o short-monotonic --since "@$t0" -t conmon 2>/dev/null | grep -v 'Running in\|Attach\|^--' | tail -n 8 | sed 's/^/       conmon: /'
 		check $o-rm rc=0 $P rm "$c-$o"
 	done
 }
@@ -214,14 +238,27 @@ suite_podman() {
 }
 
 # ---- suite 3: hypervisor isolation (a VM inside this VM) ----
+# oom_kills DIR: the oom_kill count of a cgroup's memory.events (0 if none).
+oom_kills() { cat "$1/memory.events" 2>/dev/null | awk '$1 == "oom_kill" {n = $2} END {print n + 0}'; }
+
+# counted DIR BEFORE: "counted" when DIR's oom_kill count exceeds BEFORE
+# (a function: check runs it as `echo "$(counted ...)"`).
+counted() {
+	n=$(oom_kills "$1")
+	if [ "$n" -gt "$2" ]; then echo counted; else echo "not counted: $1 oom_kill $n, $2 before"; fi
+}
+
 # vm_podman MANAGER: podman with runh-vm and that cgroup manager; the
 # shim's and QEMU's host cgroup must be the container's (a systemd scope
-# with the systemd manager), limited, and gone after rm.
+# with the systemd manager), limited, and gone after rm; an OOM kill in the
+# guest must reach podman (exit 137, OOMKilled: conmon reads the kill the
+# shim reproduces in that cgroup, oom.go) and count in the cgroup's parent.
 vm_podman() {
 	mgr=$1
 	P="podman --cgroup-manager $mgr --runtime /usr/bin/runh-vm"
 	c=ht-vm-$mgr
-	$P rm -f "$c" >/dev/null 2>&1
+	cg=""
+	$P rm -f "$c" "$c-oom" "$c-oom2" >/dev/null 2>&1
 	t0=$(date +%s)
 	check podman-run-d rc=0 $P run -d --name "$c" --network none --memory 256m localhost/busybox sleep 1000
 	say "vm: podman ($mgr) run -d took $(($(date +%s) - t0)) s"
@@ -249,6 +286,25 @@ vm_podman() {
 		$P rm -f "$c" >/dev/null 2>&1
 		check cgroup-gone "gone" sh -c "systemctl is-active libpod-$cid.scope >/dev/null 2>&1 && echo unit-left || { ls -d /sys/fs/cgroup/machine.slice/*$cid* 2>/dev/null | grep -q . && echo cgroup-left || echo gone; }"
 	fi
+	# The containers' parent cgroup (machine.slice, /libpod_parent), where
+	# v2's hierarchical count outlives the container's cgroup.
+	parent=""
+	[ -n "$cg" ] && parent=/sys/fs/cgroup$(dirname "$cg")
+	for o in oom oom2; do
+		before=$(oom_kills "$parent")
+		t0=$(date +%s)
+		check $o-exit rc=137 $P run --name "$c-$o" --network none --memory 64m --memory-swap 64m localhost/busybox sh -c 'tail /dev/zero'
+		say "vm: podman ($mgr) OOM run took $(($(date +%s) - t0)) s"
+		check $o-killed "true" $P inspect -f '{{.State.OOMKilled}}' "$c-$o"
+		if [ -n "$parent" ]; then
+			check $o-host-count "counted" echo "$(counted "$parent" "$before")"
+		else
+			skip $o-host-count "no parent cgroup known"
+		fi
+		ocid=$($P inspect -f '{{.Id}}' "$c-$o" 2>/dev/null)
+		[ "$mgr" = systemd ] && journal_of "libpod-$ocid.scope"
+		check $o-rm rc=0 $P rm "$c-$o"
+	done
 	check no-qemu-left "none" sh -c "pgrep -a qemu-system || echo none"
 }
 
@@ -261,7 +317,13 @@ suite_vm() {
 		timeout 60 runh check 2>&1
 		b=/root/vmbundle
 		rm -rf "$b" && mkdir -p "$b" && sh "$S/mkrootfs.sh" "$b/rootfs" && (cd "$b" && runh spec) &&
-			sed -i 's/"sh"/"echo", "hello-from-vm"/; s/"terminal": true/"terminal": false/' "$b/config.json"
+			sed -i 's/"terminal": true/"terminal": false/' "$b/config.json"
+		# The same container over a 32 MiB limit, allocating until killed.
+		ob=/root/vmoombundle
+		rm -rf "$ob" && mkdir -p "$ob" && cp -a "$b/rootfs" "$ob/rootfs" &&
+			sed 's/^\(\s*\)"sh"$/\1"sh", "-c", "tail \/dev\/zero"/; s/"resources": {/"resources": {"memory": {"limit": 33554432, "swap": 33554432},/' \
+				"$b/config.json" >"$ob/config.json"
+		sed -i 's/"sh"$/"echo", "hello-from-vm"/' "$b/config.json"
 		for drv in cgroupfs systemd; do
 			flag=""
 			[ $drv = systemd ] && flag=--systemd-cgroup
@@ -269,10 +331,34 @@ suite_vm() {
 			check runh-vm-run-$drv "hello-from-vm" runh-vm $flag run -b "$b" ht-vm-run
 			say "vm: runh-vm $flag run took $(($(date +%s) - t0)) s"
 			runh-vm delete -f ht-vm-run >/dev/null 2>&1
+			# The guest's OOM kill ends the container (137), and the shim
+			# reproduces it in the VM's host cgroup: under both drivers a
+			# child of system.slice (beside the agent's own with cgroupfs,
+			# a runc-<id>.scope with systemd), whose v2 count is
+			# hierarchical and outlives the child; systemd's journal
+			# tells the kill in the scope.
+			before=$(oom_kills /sys/fs/cgroup/system.slice)
+			t0=$(date +%s)
+			check runh-vm-oom-$drv rc=137 runh-vm $flag run -b "$ob" ht-vm-oom
+			say "vm: runh-vm $flag run (OOM) took $(($(date +%s) - t0)) s"
+			check host-count-$drv "counted" echo "$(counted /sys/fs/cgroup/system.slice "$before")"
+			if [ $drv = systemd ]; then
+				check scope-journal-$drv "yes" sh -c "journalctl --no-pager -o cat --since @$t0 | grep 'ht-vm-oom.scope' | grep -q 'killed by the OOM killer' && echo yes || { echo no; journalctl --no-pager -o cat --since @$t0 | grep ht-vm-oom | tail -n 5; }"
+			fi
+			runh-vm delete -f ht-vm-oom >/dev/null 2>&1
 		done
 	} >"$log" 2>&1
 	cat "$log"
 	row "vm/runh-vm-run/both $PASS $FAIL $SKIP$FAILED"
+	# The integration suite's host-cgroup tests in hypervisor isolation:
+	# the VM's host cgroup placed (slice:prefix:name), updated, and the
+	# guest's OOM kill seen by `events` and counted in it.
+	integration_setup >"$R/vm-integration-setup.log" 2>&1
+	for drv in cgroupfs systemd; do
+		b=/usr/bin/runh
+		[ $drv = systemd ] && b=/usr/local/bin/runh-systemd
+		integration_run "vm/integration/$drv" "$b" "$drv" hypervisor "$VM_INTEGRATION_RUN"
+	done
 	for mgr in systemd cgroupfs; do
 		log=$R/vm-podman-$mgr.log
 		reset_counts

@@ -3,6 +3,7 @@ package linux
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,19 +11,34 @@ import (
 	"time"
 
 	"github.com/opencontainers/cgroups"
+	"golang.org/x/sys/unix"
 
 	"github.com/runh-project/runh/libruntime"
 )
 
-// OOMPollInterval is how often a wait for OOM kills reads the counter.
-// The kernel's notification (an eventfd on cgroup v1) comes before the kill
-// it announces is counted, and none comes for a kill by the global OOM
-// killer (as in a VM that has run out of RAM), so the counter is polled.
+// OOMPollInterval is how often a wait for OOM kills reads the counter when
+// no notification can wake it early: on cgroup v1 no notification comes for
+// a kill by the global OOM killer (as in a VM that has run out of RAM).
 var OOMPollInterval = 200 * time.Millisecond
+
+// oomFallbackInterval is the poll behind inotify on cgroup v2, where every
+// kill, global ones included, modifies memory.events: only a safety net.
+var oomFallbackInterval = time.Second
+
+// After a wake-up the counter is read oomQuickReads times oomQuickInterval
+// apart: v1's eventfd fires when the cgroup reaches its limit, before the
+// OOM killer has chosen and counted its victim.
+const (
+	oomQuickInterval = 10 * time.Millisecond
+	oomQuickReads    = 50
+)
 
 // OOMWaiter implements libruntime.OOMWatcher: it reads the kernel's count
 // of OOM kills in the container's memory cgroup (oom_kill in
-// memory.oom_control on cgroup v1, in memory.events on v2).
+// memory.oom_control on cgroup v1, in memory.events on v2), woken by the
+// kernel's notifications, so that the count is read while the cgroup still
+// exists: under the systemd driver the container's scope, cgroup and all,
+// goes some 15 ms after its last process, and with it the count.
 func (b *Backend) OOMWaiter(h *libruntime.Handle) (libruntime.OOMWaitFunc, error) {
 	c, err := b.load(h)
 	if err != nil {
@@ -32,29 +48,139 @@ func (b *Backend) OOMWaiter(h *libruntime.Handle) (libruntime.OOMWaitFunc, error
 	if err != nil {
 		return nil, err
 	}
-	var file string
 	if cgroups.IsCgroup2UnifiedMode() {
-		file = filepath.Join(st.CgroupPaths[""], "memory.events")
-	} else if dir := st.CgroupPaths["memory"]; dir != "" {
-		file = filepath.Join(dir, "memory.oom_control")
-	} else {
+		dir := st.CgroupPaths[""]
+		if dir == "" {
+			return nil, errors.New("the container has no cgroup")
+		}
+		return oomWaitV2(dir), nil
+	}
+	dir := st.CgroupPaths["memory"]
+	if dir == "" {
 		return nil, errors.New("the container has no memory cgroup")
 	}
+	return oomWaitV1(dir), nil
+}
+
+// oomWaitV2 waits on memory.events of the cgroup dir, woken by inotify:
+// the kernel notifies a change of memory.events (the kill counted, in this
+// cgroup or below) and of cgroup.events (its last process gone, which
+// systemd acts on).
+func oomWaitV2(dir string) libruntime.OOMWaitFunc {
+	file := filepath.Join(dir, "memory.events")
+	return oomWait(file, oomFallbackInterval, func() (<-chan struct{}, func(), error) {
+		return inotifyWakeups(file, filepath.Join(dir, "cgroup.events"))
+	})
+}
+
+// oomWaitV1 waits on memory.oom_control of the memory cgroup dir, woken by
+// the eventfd the kernel signals on an OOM in the cgroup.
+func oomWaitV1(dir string) libruntime.OOMWaitFunc {
+	return oomWait(filepath.Join(dir, "memory.oom_control"), OOMPollInterval, func() (<-chan struct{}, func(), error) {
+		return eventfdWakeups(dir)
+	})
+}
+
+// oomWait returns the wait of libruntime.OOMWaitFunc on the count in file.
+// wakeups, when it works, says when the count may have changed; the poll
+// (every interval, OOMPollInterval without wakeups) covers the rest.
+func oomWait(file string, interval time.Duration, wakeups func() (<-chan struct{}, func(), error)) libruntime.OOMWaitFunc {
 	return func(seen uint64, done <-chan struct{}) (uint64, error) {
-		t := time.NewTicker(OOMPollInterval)
+		select {
+		case <-done:
+			return readOOMKills(file)
+		default:
+		}
+		// Watched before the first read, so that no change falls between.
+		poll := interval
+		woken, stop, err := wakeups()
+		if err != nil {
+			woken, poll = nil, OOMPollInterval
+		} else {
+			defer stop()
+		}
+		t := time.NewTimer(poll)
 		defer t.Stop()
+		quick := 0
 		for {
 			n, err := readOOMKills(file)
 			if err != nil || n > seen {
 				return n, err
 			}
+			d := poll
+			if quick > 0 {
+				d = oomQuickInterval
+				quick--
+			}
+			t.Reset(d)
 			select {
 			case <-done:
 				return readOOMKills(file)
+			case <-woken:
+				quick = oomQuickReads
 			case <-t.C:
 			}
 		}
-	}, nil
+	}
+}
+
+// inotifyWakeups watches files for IN_MODIFY; the first must be watched,
+// the others are watched when they can be.
+func inotifyWakeups(files ...string) (<-chan struct{}, func(), error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("inotify_init1", err)
+	}
+	for i, f := range files {
+		if _, err := unix.InotifyAddWatch(fd, f, unix.IN_MODIFY); err != nil && i == 0 {
+			unix.Close(fd)
+			return nil, nil, &os.PathError{Op: "inotify_add_watch", Path: f, Err: err}
+		}
+	}
+	return wakeupsOf(os.NewFile(uintptr(fd), "inotify"))
+}
+
+// eventfdWakeups registers an eventfd for OOM notifications of the v1
+// memory cgroup dir (cgroup.event_control); the kernel also signals it
+// when the cgroup is removed.
+func eventfdWakeups(dir string) (<-chan struct{}, func(), error) {
+	ctl, err := os.Open(filepath.Join(dir, "memory.oom_control"))
+	if err != nil {
+		return nil, nil, err
+	}
+	// The kernel holds what it needs of this file once registered.
+	defer ctl.Close()
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := os.NewFile(uintptr(efd), "eventfd")
+	reg := fmt.Sprintf("%d %d", efd, ctl.Fd())
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.event_control"), []byte(reg), 0); err != nil {
+		ev.Close()
+		return nil, nil, err
+	}
+	return wakeupsOf(ev)
+}
+
+// wakeupsOf turns each read of f (non-blocking, so that Go's poller waits
+// for it and Close ends the read) into a wake-up; stop closes f.
+func wakeupsOf(f *os.File) (<-chan struct{}, func(), error) {
+	ch := make(chan struct{}, 1)
+	go func() {
+		// Room for an inotify event with a name, and for eventfd's 8 bytes.
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch, func() { f.Close() }, nil
 }
 
 // readOOMKills reads the "oom_kill N" line of a cgroup's memory file.
