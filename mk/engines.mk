@@ -13,13 +13,18 @@
 # are built from Debian packages with umoci and served by Debian's
 # docker-registry through skopeo (scripts/mkcriimages.sh, TestCritest). Where
 # one cannot be had, its scenarios skip with the reason instead of failing
-# the build.
+# the build. containerd 2.x (CONTAINERD2_VERSION) is built from the Go module
+# proxy into build/engines/containerd2 (scripts/mkcontainerd2.sh): the CRI
+# scenarios and critest run against it too, beside Debian's 1.6; critest's
+# runh-vm handler on it only with CRITEST_CONTAINERD2_VM=1 (docs/engines.md).
 
 ENGINES_PKGS := podman conmon containerd docker.io containernetworking-plugins iptables \
 	skopeo umoci docker-registry uidmap slirp4netns
 CRICTL_VERSION ?= v1.37.0
 CRICTL := build/engines/bin/crictl
 CRITEST := build/engines/bin/critest
+CONTAINERD2_VERSION ?= v2.4.2
+CONTAINERD2_DIR := build/engines/containerd2
 ENGINES_REF ?= /usr/sbin/runc
 
 .PHONY: engines engines-ref engines-deps
@@ -31,6 +36,8 @@ engines-deps:
 		echo "engines: could not build crictl $(CRICTL_VERSION); the CRI scenarios will skip"
 	@GO=$(GO) scripts/mkcritest.sh $(CRICTL_VERSION) build/engines/bin || \
 		echo "engines: could not build critest $(CRICTL_VERSION); TestCritest will skip"
+	@GO=$(GO) scripts/mkcontainerd2.sh $(CONTAINERD2_VERSION) $(CONTAINERD2_DIR) || \
+		echo "engines: could not build containerd $(CONTAINERD2_VERSION); its CRI scenarios and critest will skip"
 
 engines: bin/runh engines-deps
 	@mkdir -p build && rm -f build/engines-summary.txt

@@ -1,11 +1,14 @@
 package engines
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,34 +16,164 @@ import (
 	"time"
 )
 
-// One private containerd serves both ctr (namespace "default") and the CRI
-// (namespace "k8s.io"); it is started on first use and stopped by PID.
+// One private containerd (Debian's) serves both ctr (namespace "default")
+// and the CRI (namespace "k8s.io"); it is started on first use and stopped by PID.
 var (
 	ctrdDir  string
 	ctrdSock string
 )
 
 var containerdSetup = sync.OnceValue(func() error {
-	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
-		if _, err := exec.LookPath(b); err != nil {
-			return fmt.Errorf("%s not installed (apt-get install --no-install-recommends containerd)", b)
-		}
+	fl := debFlavour()
+	if fl.skip != "" {
+		return errors.New(fl.skip)
 	}
 	ctrdDir = filepath.Join(baseDir, "containerd")
 	ctrdSock = filepath.Join(ctrdDir, "containerd.sock")
 	if err := os.MkdirAll(filepath.Join(ctrdDir, "cni"), 0o755); err != nil {
 		return err
 	}
+	// The CRI handlers keep the runc shim's default root, as an operator's would.
+	d, err := startContainerd(fl, ctrdDir, fl.config(criConf(ctrdDir, "")), 0, []string{"default", "k8s.io"}, "")
+	if err != nil {
+		return err
+	}
+	return d.importImages("default", "k8s.io")
+})
+
+// criConf is the configuration of a containerd for the crictl scenarios:
+// two CRI runtime handlers over the stock runc shim, as an operator would
+// configure them (docs/engines.md), with runc root root ("" the shim's
+// default); ctr picks the binary itself.
+func criConf(dir, root string) ctrdConf {
 	vm := vmBin
 	if vm == "" {
 		vm = runtimeBin // the reference runtime: the handler exists but means nothing
 	}
-	// Two CRI runtime handlers over the stock runc shim, as an operator
-	// would configure them (docs/engines.md); ctr picks the binary itself.
-	conf := containerdConfigHead(ctrdDir) + fmt.Sprintf(`[debug]
-  level = "debug"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %[4]q
+	ann := []string{"io.runh.*"}
+	return ctrdConf{dir: dir, debug: true, sandboxImage: pauseName, defaultRuntime: "runh", runtimes: []ctrdRuntime{
+		{name: "runh", bin: runtimeBin, root: root, podAnnotations: ann},
+		{name: "runh-vm", bin: vm, root: root, podAnnotations: ann},
+	}}
+}
+
+// ---- containerd flavours ----
+
+// ctrdFlavour is one containerd that the CRI scenarios and critest run
+// against: Debian's (1.6) from $PATH, and the 2.x that
+// scripts/mkcontainerd2.sh builds from the Go module proxy (make engines-deps).
+type ctrdFlavour struct {
+	name string // "containerd1.6", "containerd2.4": subtests
+	key  string // "" for Debian's, else "ctrd2.4": summary rows and paths
+	dir  string // its containerd, ctr and containerd-shim-runc-v2; "" for $PATH
+	v3   bool   // configured in version 3, as containerd 2.x reads it
+	skip string // why it cannot run here
+}
+
+// suffix tells the flavour's summary rows from Debian's, whose rows
+// ("crictl/process", "critest/runh") predate the others.
+func (f ctrdFlavour) suffix() string {
+	if f.key == "" {
+		return ""
+	}
+	return "-" + f.key
+}
+
+func (f ctrdFlavour) bin(name string) string {
+	if f.dir == "" {
+		return name
+	}
+	return filepath.Join(f.dir, name)
+}
+
+var minorRE = regexp.MustCompile(`(\d+\.\d+)\.\d+`)
+
+// debFlavour is Debian's containerd, named by its version.
+var debFlavour = sync.OnceValue(func() ctrdFlavour {
+	f := ctrdFlavour{name: "containerd1.6"}
+	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(b); err != nil {
+			f.skip = fmt.Sprintf("%s not installed (apt-get install --no-install-recommends containerd)", b)
+			return f
+		}
+	}
+	if m := minorRE.FindStringSubmatch(runCmd(runOpts{timeout: 30 * time.Second}, "containerd", "--version").stdout); m != nil {
+		f.name = "containerd" + m[1]
+	}
+	return f
+})
+
+// ctrd2Flavour is the containerd 2.x in $CONTAINERD2_DIR (default
+// build/engines/containerd2; "none" leaves it out).
+var ctrd2Flavour = sync.OnceValue(func() ctrdFlavour {
+	dir := os.Getenv("CONTAINERD2_DIR")
+	if dir == "" {
+		dir = filepath.Join(repoRoot, "build/engines/containerd2")
+	}
+	f := ctrdFlavour{name: "containerd2", key: "ctrd2", dir: dir, v3: true}
+	if dir == "none" {
+		f.skip = "CONTAINERD2_DIR=none"
+		return f
+	}
+	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
+		if !fileExists(filepath.Join(dir, b)) {
+			f.skip = fmt.Sprintf("containerd 2.x not built: no %s in %s (make engines-deps builds it with scripts/mkcontainerd2.sh)", b, dir)
+			if e := strings.TrimSpace(readFile(filepath.Join(dir, "build-error.txt"))); e != "" {
+				f.skip += ": " + strings.Join(strings.Fields(e), " ")
+			}
+			return f
+		}
+	}
+	if m := minorRE.FindStringSubmatch(readFile(filepath.Join(dir, "containerd.version"))); m != nil {
+		f.name, f.key = "containerd"+m[1], "ctrd"+m[1]
+	}
+	return f
+})
+
+// ctrdFlavours are the containerds of the CRI scenarios and critest, in
+// the order they run; one that cannot run is there with its reason.
+func ctrdFlavours() []ctrdFlavour {
+	fl := []ctrdFlavour{debFlavour(), ctrd2Flavour()}
+	if f := fl[1]; f.skip != "" {
+		summaryNote(f.name + ": " + f.skip)
+	}
+	return fl
+}
+
+// ctrdRuntime is one CRI runtime handler over the stock runc shim.
+type ctrdRuntime struct {
+	name, bin string
+	// root is the shim's runc root, to which it adds the namespace; ""
+	// for its default, /run/containerd/runc.
+	root           string
+	podAnnotations []string // pod annotations let through to config.json
+}
+
+// ctrdConf is what a test containerd is configured with. Everything of
+// its own lives under dir: root, state, sockets, opt, the CNI conf_dir
+// (dir/cni), NRI's socket.
+type ctrdConf struct {
+	dir            string
+	debug          bool
+	sandboxImage   string
+	hostsDir       string // registry hosts.toml directories ("" none)
+	defaultRuntime string
+	runtimes       []ctrdRuntime
+}
+
+// config writes c in the form the flavour reads: version 2 for 1.6 (the
+// CRI plugin's settings in one table), version 3 for 2.x (the CRI split
+// into an images and a runtime plugin, CNI bin_dirs).
+func (f ctrdFlavour) config(c ctrdConf) string {
+	var b strings.Builder
+	var rt string // the runtimes' table
+	if !f.v3 {
+		b.WriteString(containerdConfigHead(c.dir))
+		if c.debug {
+			b.WriteString("[debug]\n  level = \"debug\"\n")
+		}
+		fmt.Fprintf(&b, `[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[2]q
   disable_tcp_service = true
   # Root here lacks CAP_SYS_RESOURCE: it cannot lower oom_score_adj to the
   # sandbox's -998, so clamp it as for rootless setups.
@@ -50,75 +183,169 @@ var containerdSetup = sync.OnceValue(func() error {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "%[1]s/cni"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runh"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh]
-      runtime_type = "io.containerd.runc.v2"
-      pod_annotations = ["io.runh.*"]
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh.options]
-        BinaryName = %[2]q
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh-vm]
-      runtime_type = "io.containerd.runc.v2"
-      pod_annotations = ["io.runh.*"]
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runh-vm.options]
-        BinaryName = %[3]q
-`, ctrdDir, runtimeBin, vm, pauseName)
-	confPath := filepath.Join(ctrdDir, "config.toml")
+`, c.dir, c.sandboxImage)
+		if c.hostsDir != "" {
+			fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = %q\n", c.hostsDir)
+		}
+		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    snapshotter = \"overlayfs\"\n    default_runtime_name = %q\n", c.defaultRuntime)
+		rt = `plugins."io.containerd.grpc.v1.cri".containerd.runtimes`
+	} else {
+		// NRI, on by default in 2.x, listens in dir rather than /var/run/nri.
+		fmt.Fprintf(&b, `version = 3
+root = "%[1]s/root"
+state = "%[1]s/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs"]
+[grpc]
+  address = "%[1]s/containerd.sock"
+[ttrpc]
+  address = "%[1]s/containerd.sock.ttrpc"
+`, c.dir)
+		if c.debug {
+			b.WriteString("[debug]\n  level = \"debug\"\n")
+		}
+		fmt.Fprintf(&b, `[plugins."io.containerd.internal.v1.opt"]
+  path = "%[1]s/opt"
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = "%[1]s/nri.sock"
+  plugin_path = "%[1]s/nri/plugins"
+  plugin_config_path = "%[1]s/nri/conf.d"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %[2]q
+`, c.dir, c.sandboxImage)
+		if c.hostsDir != "" {
+			fmt.Fprintf(&b, "  [plugins.\"io.containerd.cri.v1.images\".registry]\n    config_path = %q\n", c.hostsDir)
+		}
+		fmt.Fprintf(&b, `[plugins."io.containerd.cri.v1.runtime"]
+  # Root here lacks CAP_SYS_RESOURCE (see above).
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "%[1]s/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = %[2]q
+`, c.dir, c.defaultRuntime)
+		rt = `plugins."io.containerd.cri.v1.runtime".containerd.runtimes`
+	}
+	for _, r := range c.runtimes {
+		fmt.Fprintf(&b, "    [%s.%q]\n      runtime_type = \"io.containerd.runc.v2\"\n", rt, r.name)
+		if len(r.podAnnotations) > 0 {
+			q := make([]string, len(r.podAnnotations))
+			for i, a := range r.podAnnotations {
+				q[i] = strconv.Quote(a)
+			}
+			fmt.Fprintf(&b, "      pod_annotations = [%s]\n", strings.Join(q, ", "))
+		}
+		fmt.Fprintf(&b, "      [%s.%q.options]\n        BinaryName = %q\n", rt, r.name, r.bin)
+		if r.root != "" {
+			fmt.Fprintf(&b, "        Root = %q\n", r.root)
+		}
+	}
+	return b.String()
+}
+
+// ctrdDaemon is a running test containerd.
+type ctrdDaemon struct {
+	fl   ctrdFlavour
+	dir  string
+	sock string
+	cmd  *exec.Cmd
+}
+
+// startContainerd writes conf to dir/config.toml and starts the flavour's
+// containerd on it (log: dir/containerd.log), in the extra namespaces of
+// cloneflags. When the suite ends it removes what is left in namespaces,
+// stops the daemon by PID, and unmounts and removes runcRoot ("" none).
+func startContainerd(fl ctrdFlavour, dir, conf string, cloneflags uintptr, namespaces []string, runcRoot string) (*ctrdDaemon, error) {
+	d := &ctrdDaemon{fl: fl, dir: dir, sock: filepath.Join(dir, "containerd.sock")}
+	confPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(ctrdDir, "containerd.log"))
+	logPath := filepath.Join(dir, "containerd.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cmd := exec.Command("containerd", "--config", confPath)
+	cmd := exec.Command(fl.bin("containerd"), "--config", confPath)
+	if fl.dir != "" {
+		// containerd looks for its shim in $PATH before its own directory:
+		// without this a 2.x would run Debian's 1.6 shim.
+		cmd.Env = append(os.Environ(), "PATH="+fl.dir+":"+os.Getenv("PATH"))
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Pdeathsig: a test binary killed by -timeout must not leave the daemon behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM, Cloneflags: cloneflags}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("start containerd: %w", err)
+		return nil, fmt.Errorf("start %s: %w", fl.bin("containerd"), err)
 	}
-	atExit(func() { stopContainerd(cmd); logf.Close() })
-	if !waitFor(30*time.Second, func() bool { return ctr("default", runOpts{}, "version").code == 0 }) {
-		return fmt.Errorf("containerd did not answer on %s: %s", ctrdSock, tailFile(filepath.Join(ctrdDir, "containerd.log"), 5))
+	d.cmd = cmd
+	atExit(func() {
+		d.stop(namespaces)
+		logf.Close()
+		if runcRoot != "" {
+			unmountUnder(runcRoot)
+			os.RemoveAll(runcRoot)
+		}
+	})
+	if !waitFor(30*time.Second, func() bool { return d.ctr("default", runOpts{timeout: 10 * time.Second}, "version").code == 0 }) {
+		return nil, fmt.Errorf("%s did not answer on %s: %s", fl.name, d.sock, tailFile(logPath, 5))
 	}
-	archive := filepath.Join(baseDir, "busybox-oci.tar")
-	if err := ociArchive(archive); err != nil {
+	return d, nil
+}
+
+// ctr runs the flavour's ctr against the daemon, stdin held open as ctr() does.
+func (d *ctrdDaemon) ctr(ns string, o runOpts, args ...string) result {
+	if o.stdin == nil {
+		o.holdOpen = true
+	}
+	return runCmd(o, append([]string{d.fl.bin("ctr"), "-a", d.sock, "-n", ns}, args...)...)
+}
+
+// importImages imports the busybox and pause images into namespaces.
+func (d *ctrdDaemon) importImages(namespaces ...string) error {
+	archive, err := busyboxOCI()
+	if err != nil {
 		return fmt.Errorf("write OCI archive: %w", err)
 	}
-	for _, ns := range []string{"default", "k8s.io"} {
-		if r := ctr(ns, runOpts{timeout: 2 * time.Minute}, "images", "import", archive); r.code != 0 {
-			return fmt.Errorf("ctr -n %s images import: %s", ns, r)
+	for _, ns := range namespaces {
+		if r := d.ctr(ns, runOpts{timeout: 2 * time.Minute}, "images", "import", archive); r.code != 0 {
+			return fmt.Errorf("%s: ctr -n %s images import: %s", d.fl.name, ns, r)
 		}
 	}
 	return nil
+}
+
+// busyboxOCI writes the OCI archive of imageName and pauseName once.
+var busyboxOCI = sync.OnceValues(func() (string, error) {
+	archive := filepath.Join(baseDir, "busybox-oci.tar")
+	return archive, ociArchive(archive)
 })
 
-// stopContainerd removes what is left in its namespaces (each task's shim
-// outlives containerd otherwise), then stops the daemon by PID.
-func stopContainerd(cmd *exec.Cmd) {
-	o := runOpts{timeout: time.Minute}
-	if crictlBin != "" {
-		runCmd(o, crictlArgs("rmp", "-f", "-a")...)
+// stop removes what is left in the daemon's namespaces (pods through the
+// CRI, then every task, whose shim outlives containerd otherwise), then
+// stops the daemon by PID.
+func (d *ctrdDaemon) stop(namespaces []string) {
+	o := runOpts{timeout: 3 * time.Minute}
+	if bin, err := findCrictl(); err == nil {
+		ep := "unix://" + d.sock
+		runCmd(o, bin, "--config", os.DevNull, "--runtime-endpoint", ep, "--image-endpoint", ep, "rmp", "-f", "-a")
 	}
-	for _, ns := range []string{"default", "k8s.io"} {
-		for _, id := range strings.Fields(ctr(ns, o, "containers", "ls", "-q").stdout) {
-			ctr(ns, o, "task", "kill", "-s", "SIGKILL", id)
-			ctr(ns, o, "task", "delete", "-f", id)
-			ctr(ns, o, "containers", "rm", id)
+	o.timeout = time.Minute
+	for _, ns := range namespaces {
+		for _, id := range strings.Fields(d.ctr(ns, o, "containers", "ls", "-q").stdout) {
+			d.ctr(ns, o, "task", "kill", "-s", "SIGKILL", id)
+			d.ctr(ns, o, "task", "delete", "-f", id)
+			d.ctr(ns, o, "containers", "rm", id)
 		}
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	stopProcess(d.cmd, 15*time.Second)
 }
 
 func tailFile(path string, n int) string {

@@ -2,6 +2,7 @@ package engines
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,40 +16,117 @@ import (
 	"time"
 )
 
-// crictlBin is set once the CRI setup found crictl (build/engines/bin, built
-// by `make engines` from sigs.k8s.io/cri-tools, or $CRICTL, or $PATH).
-var crictlBin string
-
-var criSetup = sync.OnceValue(func() error {
-	if err := containerdSetup(); err != nil {
-		return err
-	}
+// findCrictl finds crictl: $CRICTL, build/engines/bin/crictl (make
+// engines-deps builds it from sigs.k8s.io/cri-tools), or $PATH.
+var findCrictl = sync.OnceValues(func() (string, error) {
 	bin := os.Getenv("CRICTL")
 	if bin == "" {
 		bin = filepath.Join(repoRoot, "build/engines/bin/crictl")
 	}
-	if !fileExists(bin) {
-		p, err := exec.LookPath("crictl")
-		if err != nil {
-			return fmt.Errorf("crictl not found at %s or in PATH (make engines-deps builds it)", bin)
-		}
-		bin = p
+	if fileExists(bin) {
+		return bin, nil
 	}
-	crictlBin = bin
-	// The CRI plugin learns about images imported behind its back on a
-	// periodic sync: wait until it lists the sandbox image.
-	if !waitFor(30*time.Second, func() bool {
-		return strings.Contains(runCmd(runOpts{}, crictlArgs("images", "-q", pauseName)...).stdout, "sha256:")
-	}) {
-		return fmt.Errorf("CRI does not list %s: %s", pauseName, runCmd(runOpts{}, crictlArgs("images")...))
+	p, err := exec.LookPath("crictl")
+	if err != nil {
+		return "", fmt.Errorf("crictl not found at %s or in PATH (make engines-deps builds it)", bin)
 	}
-	return nil
+	return p, nil
 })
 
-func crictlArgs(args ...string) []string {
-	ep := "unix://" + ctrdSock
-	return append([]string{crictlBin, "--config", os.DevNull, "--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "3m"}, args...)
+// criEnv is a containerd whose CRI the crictl scenarios (and TestApps)
+// drive: Debian's, shared with ctr, or a containerd 2.x of its own, each
+// with its own CNI network.
+type criEnv struct {
+	fl   ctrdFlavour
+	dir  string // its containerd's directory: config.toml, containerd.log, cni/
+	sock string
+	root string // the handlers' runc root, to which the shim adds the namespace
+	net  subnet // the pods' CNI network
+	once func() error
 }
+
+// setup starts the containerd (once) and says why the scenarios must skip.
+func (e *criEnv) setup() error { return e.once() }
+
+func newCRIEnv(fl ctrdFlavour) *criEnv {
+	e := &criEnv{fl: fl, root: "/run/containerd/runc"}
+	if fl.key != "" {
+		// A root of its own: short (runh-vm keeps sockets there), and not
+		// under /run/containerd, which another engines run ending
+		// meanwhile removes if it made it.
+		e.root = fmt.Sprintf("/run/runh-cri2-%d", os.Getpid())
+	}
+	e.once = sync.OnceValue(func() error {
+		if fl.skip != "" {
+			return errors.New(fl.skip)
+		}
+		if err := netHostSetup(); err != nil {
+			return err
+		}
+		if fl.key == "" {
+			if err := containerdSetup(); err != nil {
+				return err
+			}
+			e.dir, e.sock = ctrdDir, ctrdSock
+		} else {
+			e.dir = filepath.Join(baseDir, fl.key)
+			e.sock = filepath.Join(e.dir, "containerd.sock")
+			if err := os.MkdirAll(filepath.Join(e.dir, "cni"), 0o755); err != nil {
+				return err
+			}
+			d, err := startContainerd(fl, e.dir, fl.config(criConf(e.dir, e.root)), 0, []string{"k8s.io"}, e.root)
+			if err != nil {
+				return err
+			}
+			if err := d.importImages("k8s.io"); err != nil {
+				return err
+			}
+		}
+		if _, err := findCrictl(); err != nil {
+			return err
+		}
+		// The CRI plugin learns about images imported behind its back on a
+		// periodic sync: wait until it lists the sandbox image.
+		if !waitFor(30*time.Second, func() bool {
+			return strings.Contains(runCmd(runOpts{}, e.crictlArgs("images", "-q", pauseName)...).stdout, "sha256:")
+		}) {
+			return fmt.Errorf("CRI does not list %s: %s", pauseName, runCmd(runOpts{}, e.crictlArgs("images")...))
+		}
+		var err error
+		e.net, err = criCNI(filepath.Join(e.dir, "cni"), filepath.Join(e.dir, "ipam"))
+		return err
+	})
+	return e
+}
+
+func (e *criEnv) crictlArgs(args ...string) []string {
+	bin, _ := findCrictl()
+	ep := "unix://" + e.sock
+	return append([]string{bin, "--config", os.DevNull, "--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "3m"}, args...)
+}
+
+// leftovers lists what the runtime left of the pod's sandbox and containers.
+func (e *criEnv) leftovers(ids ...string) []string {
+	return runtimeLeftoversIn(filepath.Join(e.root, "k8s.io"), ids...)
+}
+
+var (
+	debCRI   = sync.OnceValue(func() *criEnv { return newCRIEnv(debFlavour()) })
+	ctrd2CRI = sync.OnceValue(func() *criEnv { return newCRIEnv(ctrd2Flavour()) })
+)
+
+func criEnvOf(fl ctrdFlavour) *criEnv {
+	if fl.key == "" {
+		return debCRI()
+	}
+	return ctrd2CRI()
+}
+
+// criNetSetup, crictlArgs and runtimeLeftovers are Debian's containerd's
+// (TestApps runs there).
+func criNetSetup() error                      { return debCRI().setup() }
+func crictlArgs(args ...string) []string      { return debCRI().crictlArgs(args...) }
+func runtimeLeftovers(ids ...string) []string { return debCRI().leftovers(ids...) }
 
 func writeJSON(t *testing.T, path string, v any) string {
 	t.Helper()
@@ -59,29 +137,30 @@ func writeJSON(t *testing.T, path string, v any) string {
 	return path
 }
 
-// criNet is the CNI network of the CRI's pods: a bridge on a test subnet
-// with portmap for hostPorts, written into the CRI plugin's private
-// conf_dir (containerd watches it), the bridge removed at exit.
-var criNet = sync.OnceValues(func() (subnet, error) {
-	if err := netHostSetup(); err != nil {
-		return subnet{}, err
+// criCNI writes the CNI network of a CRI's pods into its conf_dir
+// (containerd watches it): a bridge on a free test subnet, with hairpin
+// and portmap for hostPorts, IPAM state in ipamDir; the bridge is removed
+// at exit.
+func criCNI(confDir, ipamDir string) (subnet, error) {
+	var s subnet
+	for range 155 {
+		n := 100 + (netBase+int(netSeq.Add(1)))%155
+		s = subnet{n: n, v4: fmt.Sprintf("10.89.%d.0/24", n), v6: fmt.Sprintf("fd89:89:%d::/64", n), bridge: fmt.Sprintf("rhnt%d", n)}
+		if !s.inUse() {
+			break
+		}
 	}
-	if err := criSetup(); err != nil {
-		return subnet{}, err
-	}
-	n := 100 + (netBase+int(netSeq.Add(1)))%155
-	s := subnet{n: n, v4: fmt.Sprintf("10.89.%d.0/24", n), v6: fmt.Sprintf("fd89:89:%d::/64", n), bridge: fmt.Sprintf("rhnt%d", n)}
 	if s.inUse() {
-		return s, fmt.Errorf("test subnet %s in use", s.v4)
+		return s, errors.New("no free test subnet in 10.89.100-254.0/24")
 	}
 	conf := map[string]any{
 		"cniVersion": "0.4.0",
 		"name":       s.bridge,
 		"plugins": []any{
 			map[string]any{
-				"type": "bridge", "bridge": s.bridge, "isGateway": true, "ipMasq": false,
+				"type": "bridge", "bridge": s.bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
 				"ipam": map[string]any{
-					"type": "host-local", "dataDir": filepath.Join(ctrdDir, "ipam"),
+					"type": "host-local", "dataDir": ipamDir,
 					"ranges": [][]map[string]string{{{"subnet": s.v4}}},
 					"routes": []map[string]string{{"dst": "0.0.0.0/0"}},
 				},
@@ -90,28 +169,31 @@ var criNet = sync.OnceValues(func() (subnet, error) {
 		},
 	}
 	b, _ := json.Marshal(conf)
-	if err := os.WriteFile(filepath.Join(ctrdDir, "cni", "10-"+s.bridge+".conflist"), b, 0o644); err != nil {
-		return s, err
-	}
 	atExit(func() {
 		if fileExists("/sys/class/net/" + s.bridge) {
 			runCmd(runOpts{timeout: 30 * time.Second}, "ip", "link", "del", s.bridge)
 		}
 	})
-	return s, nil
-})
-
-func criNetSetup() error { _, err := criNet(); return err }
+	return s, os.WriteFile(filepath.Join(confDir, "10-"+s.bridge+".conflist"), b, 0o644)
+}
 
 // criT drives one scenario's pods through crictl.
 type criT struct {
 	t    *testing.T
 	mode string
 	dir  string
+	env  *criEnv // nil: Debian's containerd
+}
+
+func (c *criT) cri() *criEnv {
+	if c.env == nil {
+		return debCRI()
+	}
+	return c.env
 }
 
 func (c *criT) crictl(args ...string) result {
-	return runCmd(runOpts{timeout: cmdTimeout(c.mode)}, crictlArgs(args...)...)
+	return runCmd(runOpts{timeout: cmdTimeout(c.mode)}, c.cri().crictlArgs(args...)...)
 }
 
 func (c *criT) ok(args ...string) string {
@@ -119,7 +201,7 @@ func (c *criT) ok(args ...string) string {
 	r := c.crictl(args...)
 	if r.code != 0 {
 		c.t.Fatalf("crictl %s: %s\ncontainerd log:\n%s", strings.Join(args, " "), r,
-			grepLines(readFile(filepath.Join(ctrdDir, "containerd.log")), "level=error", 5))
+			grepLines(readFile(filepath.Join(c.cri().dir, "containerd.log")), "level=error", 5))
 	}
 	return strings.TrimSpace(r.stdout)
 }
@@ -182,6 +264,24 @@ func (c *criT) containerOf(pod, podConfig string, config map[string]any) string 
 	return id
 }
 
+// stop stops a container within a second. containerd 1.6 can fail it with
+// "ttrpc: closed" when its SIGKILL meets the exit handler that is shutting
+// the container's shim down (the process ended after the second, before
+// containerd saw it: a VM container on a busy machine); containerd 1.7
+// and later retry that themselves, so it is retried once here.
+func (c *criT) stop(id string) {
+	c.t.Helper()
+	r := c.crictl("stop", "--timeout", "1", id)
+	if r.code == 0 {
+		return
+	}
+	if !strings.Contains(r.stderr, "ttrpc: closed") {
+		c.t.Fatalf("crictl stop %s: %s", id, r)
+	}
+	c.t.Logf("crictl stop %s: %s; again", id, firstLine(r.stderr))
+	c.ok("stop", "--timeout", "1", id)
+}
+
 func (c *criT) state(id string) string {
 	return c.ok("inspect", "-o", "go-template", "--template", "{{.status.state}}", id)
 }
@@ -195,11 +295,11 @@ func (c *criT) exitCode(id string) string {
 	return c.ok("inspect", "-o", "go-template", "--template", "{{.status.exitCode}} {{.status.reason}}", id)
 }
 
-// runtimeLeftovers lists what the runtime left on the host of the pod's
-// sandbox and containers (ids): state directories, processes (a shim,
-// QEMU or member process names its state directory), mounts and cgroups.
-func runtimeLeftovers(ids ...string) []string {
-	root := filepath.Join("/run/containerd/runc", "k8s.io")
+// runtimeLeftoversIn lists what the runtime left on the host of the pod's
+// sandbox and containers (ids) with state under root: state directories,
+// processes (a shim, QEMU or member process names its state directory),
+// mounts and cgroups.
+func runtimeLeftoversIn(root string, ids ...string) []string {
 	var left []string
 	for _, id := range ids {
 		dir := filepath.Join(root, id)
@@ -229,13 +329,25 @@ func runtimeLeftovers(ids ...string) []string {
 }
 
 // TestCRI runs Kubernetes pods through containerd's CRI and crictl, with
-// the handler of each mode: runh-vm puts a whole pod in one VM.
+// the handler of each mode: runh-vm puts a whole pod in one VM. Each
+// containerd flavour (Debian's 1.6, a 2.x) runs the same scenarios at once,
+// its summary rows "crictl<suffix>/<mode>".
 func TestCRI(t *testing.T) {
-	newCRI := func(t *testing.T, mode string) *criT { return &criT{t: t, mode: mode, dir: t.TempDir()} }
-	runScenarios(t, "crictl", criNetSetup, []scenario{
+	for _, fl := range ctrdFlavours() {
+		e := criEnvOf(fl)
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			runScenarios(t, "crictl"+fl.suffix(), e.setup, criScenarios(e))
+		})
+	}
+}
+
+func criScenarios(e *criEnv) []scenario {
+	newCRI := func(t *testing.T, mode string) *criT { return &criT{t: t, mode: mode, dir: t.TempDir(), env: e} }
+	return []scenario{
 		{name: "pod", fn: func(t *testing.T, mode string) {
 			c := newCRI(t, mode)
-			net, _ := criNet()
+			net := e.net
 			hostPort := freePort(t)
 			pod, podCfg := c.pod("web", false, hostPort)
 			web := c.container(pod, podCfg, "web", "echo hello-from-web; "+httpdScript, 0)
@@ -275,7 +387,7 @@ func TestCRI(t *testing.T) {
 				})
 			}
 			// Removing one container leaves the other running.
-			c.ok("stop", "--timeout", "1", cli)
+			c.stop(cli)
 			c.ok("rm", cli)
 			if st := c.state(web); st != "CONTAINER_RUNNING" {
 				t.Fatalf("web after cli was removed: %s", st)
@@ -283,7 +395,7 @@ func TestCRI(t *testing.T) {
 			c.ok("exec", "-s", web, "true")
 			c.ok("stopp", pod)
 			c.ok("rmp", pod)
-			if left := runtimeLeftovers(pod, web, cli); len(left) > 0 {
+			if left := e.leftovers(pod, web, cli); len(left) > 0 {
 				t.Fatalf("left after rmp:\n%s", strings.Join(left, "\n"))
 			}
 		}},
@@ -321,7 +433,7 @@ func TestCRI(t *testing.T) {
 			pod, podCfg := c.pod("crash", false, 0)
 			a := c.container(pod, podCfg, "a", "exec sleep 100000", 0)
 			b := c.container(pod, podCfg, "b", "exec sleep 100000", 0)
-			shimPid := runtimeStatePidRoot(t, filepath.Join("/run/containerd/runc", "k8s.io"), pod)
+			shimPid := runtimeStatePidRoot(t, filepath.Join(e.root, "k8s.io"), pod)
 			if err := syscall.Kill(qemuOf(t, shimPid), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -330,11 +442,11 @@ func TestCRI(t *testing.T) {
 			}
 			c.ok("stopp", pod)
 			c.ok("rmp", pod)
-			if left := runtimeLeftovers(pod, a, b); len(left) > 0 {
+			if left := e.leftovers(pod, a, b); len(left) > 0 {
 				t.Fatalf("left after rmp:\n%s", strings.Join(left, "\n"))
 			}
 		}},
-	})
+	}
 }
 
 // httpGet fetches url and returns its body.

@@ -14,6 +14,9 @@
 //	ENGINES_TRACE       engines call the runtime through a wrapper that adds
 //	                    --debug and logs every call's argv and exit status to
 //	                    <temp dir>/runtime-calls.log (implies ENGINES_KEEP)
+//	CONTAINERD2_DIR     containerd 2.x's containerd, ctr and shim, which the
+//	                    CRI scenarios and critest also run against (default
+//	                    ../../build/engines/containerd2; "none" leaves it out)
 package engines
 
 import (
@@ -319,7 +322,16 @@ func unmountUnder(dir string) {
 var (
 	resMu   sync.Mutex
 	results = map[string]*[3]int{} // "engine/mode" -> pass, fail, skip
+	notes   = map[string]bool{}    // lines printed below the counts
 )
+
+// summaryNote adds a line to the summary: why a whole part was left out,
+// which go test without -v would not show.
+func summaryNote(s string) {
+	resMu.Lock()
+	notes[s] = true
+	resMu.Unlock()
+}
 
 // record counts a scenario's outcome under engine/mode when it ends.
 func record(t *testing.T, engine, mode string) {
@@ -353,7 +365,15 @@ func printSummary(d time.Duration) {
 	fmt.Fprintf(&b, "engines summary (%s, %s):\n", filepath.Base(runtimeBin), d.Round(time.Second))
 	for _, k := range keys {
 		r := results[k]
-		fmt.Fprintf(&b, "  %-22s pass %2d  fail %2d  skip %2d\n", k, r[0], r[1], r[2])
+		fmt.Fprintf(&b, "  %-26s pass %2d  fail %2d  skip %2d\n", k, r[0], r[1], r[2])
+	}
+	var ns []string
+	for n := range notes {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	for _, n := range ns {
+		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
 	fmt.Print(b.String())
 	// go test shows a passing package's output only with -v: make prints
