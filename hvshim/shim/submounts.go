@@ -1,15 +1,13 @@
 package shim
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -164,68 +162,31 @@ func submountBinds(m *specs.Mount, p bindPlan, subs []Submount) []specs.Mount {
 // whose mount point cannot be reached (a FUSE mount of another user) is
 // left out, as QEMU could not reach it either.
 func findSubmounts(dir string) ([]Submount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return !strings.HasPrefix(m.Mountpoint, prefix), false
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	prefix := strings.TrimSuffix(dir, "/") + "/"
 	var out []Submount
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		rel, ok := strings.CutPrefix(mp, prefix)
-		if !ok || rel == "" {
-			continue
-		}
-		id, err := strconv.ParseUint(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
+	for _, m := range mounts {
 		var st unix.Statx_t
-		if unix.Statx(unix.AT_FDCWD, mp, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &st) != nil ||
-			st.Mask&unix.STATX_MNT_ID == 0 || st.Mnt_id != id {
+		if unix.Statx(unix.AT_FDCWD, m.Mountpoint, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &st) != nil ||
+			st.Mask&unix.STATX_MNT_ID == 0 || st.Mnt_id != uint64(m.ID) {
 			continue
 		}
 		var flags uint64
-		for _, o := range strings.Split(fields[5], ",") {
+		for _, o := range strings.Split(m.Options, ",") {
 			for _, fo := range flagOptions {
 				if o == fo.option {
 					flags |= fo.flag
 				}
 			}
 		}
-		out = append(out, Submount{Path: rel, Flags: flags})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
+		out = append(out, Submount{Path: strings.TrimPrefix(m.Mountpoint, prefix), Flags: flags})
 	}
 	return out, nil
-}
-
-// unescapeMountinfo decodes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // checkSubmounts checks the submounts a pod member lists: each beneath a
