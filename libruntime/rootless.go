@@ -6,31 +6,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+
+	"github.com/moby/sys/userns"
 )
 
 // SystemRoot is the state root of runh run by the host's root.
 const SystemRoot = "/run/runh"
 
 // InUserNamespace reports whether this process runs in a user namespace
-// other than the host's: one whose uid_map is not the identity over the
-// whole ID range. podman's rootless runtime calls are such a process, root
-// inside but with no privilege over the host.
-func InUserNamespace() bool { return inUserNamespace() }
-
-var inUserNamespace = sync.OnceValue(func() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		// Only a kernel without user namespaces has no uid_map.
-		return false
-	}
-	return !isIdentityMap(string(b))
-})
-
-func isIdentityMap(uidMap string) bool {
-	f := strings.Fields(uidMap)
-	return len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
-}
+// other than the host's (libcontainer's own test, which runc uses).
+// podman's rootless runtime calls are such a process, root inside but
+// with no privilege over the host.
+func InUserNamespace() bool { return userns.RunningInUserNS() }
 
 // Unprivileged reports whether runh runs without the host's root: as an
 // ordinary user, or as root of a user namespace.

@@ -2,21 +2,6 @@ package libruntime
 
 import "testing"
 
-func TestIsIdentityMap(t *testing.T) {
-	for in, want := range map[string]bool{
-		"         0          0 4294967295\n": true,
-		"0 0 4294967295":                     true,
-		"         0       1001          1\n": false,
-		"         0       1001          1\n         1     100000      65536\n": false,
-		"0 0 1\n": false,
-		"":        false,
-	} {
-		if got := isIdentityMap(in); got != want {
-			t.Errorf("isIdentityMap(%q) = %v, want %v", in, got, want)
-		}
-	}
-}
-
 func TestDefaultRoot(t *testing.T) {
 	for _, c := range []struct {
 		name    string

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moby/sys/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -166,7 +167,7 @@ func UID(ino uint64) int {
 // owns outside the jail, its processes or keyrings, is QEMU's), and
 // rarely any file's; 0 (the user) when nothing else is mapped.
 func jailIDs() (uid, gid int, err error) {
-	if !InUserNamespace() {
+	if !userns.RunningInUserNS() {
 		var st unix.Stat_t
 		if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
 			return 0, 0, err
@@ -174,14 +175,6 @@ func jailIDs() (uid, gid int, err error) {
 		return UID(st.Ino), UID(st.Ino), nil
 	}
 	return RootlessIDs()
-}
-
-// InUserNamespace reports whether the caller's user namespace is not the
-// host's, as libruntime's does (not imported: this package stays free of
-// cgo, which a jailed test binary would need libraries for).
-func InUserNamespace() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	return err == nil && strings.Join(strings.Fields(string(b)), " ") != "0 0 4294967295"
 }
 
 // RootlessIDs returns the user and group IDs a jail takes in a user

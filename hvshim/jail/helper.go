@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/moby/sys/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,7 +117,7 @@ func run(c *Config, fds int) error {
 	// Rootless, QEMU keeps the user's supplementary groups when it opens
 	// /dev/kvm, which a user usually may through the kvm group: a group
 	// not mapped in the namespace cannot be set alone.
-	keepGroups := InUserNamespace() && slices.Contains(c.Devices, "/dev/kvm")
+	keepGroups := userns.RunningInUserNS() && slices.Contains(c.Devices, "/dev/kvm")
 	if err := dropPrivileges(last, CapMask(), uid, gid, keepGroups); err != nil {
 		return err
 	}
