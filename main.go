@@ -20,9 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 
-	"github.com/runh-project/runh/hvshim"
 	"github.com/runh-project/runh/hvshim/agent"
-	"github.com/runh-project/runh/hvshim/shim"
 	"github.com/runh-project/runh/libruntime"
 	"github.com/runh-project/runh/libruntime/linux"
 	"github.com/runh-project/runh/libruntime/vm"
@@ -209,36 +207,12 @@ func newRuntime(cmd *cli.Command) (*libruntime.Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	var hv libruntime.Backend = &vm.Backend{NoTemplate: !cmd.Bool("vm-template"), SystemdCgroup: systemd, Rootless: rootless}
-	if os.Geteuid() != 0 {
-		hv = rootlessVM{hv}
-	}
 	return &libruntime.Runtime{
 		Store:   libruntime.Store{Root: root},
 		Default: def,
 		Backends: map[libruntime.Mode]libruntime.Backend{
 			libruntime.ProcessIsolation:    &linux.Backend{SystemdCgroup: systemd, Rootless: rootless},
-			libruntime.HypervisorIsolation: hv,
+			libruntime.HypervisorIsolation: &vm.Backend{NoTemplate: !cmd.Bool("vm-template"), SystemdCgroup: systemd, Rootless: rootless},
 		},
 	}, nil
-}
-
-// rootlessVM is hypervisor isolation for an ordinary user outside any
-// user namespace of its own, which it cannot provide: the shim needs the
-// namespaces, mounts and taps that root of a user namespace may make (as
-// runh runs under rootless podman: docs/hypervisor.md, Rootless). Create
-// refuses before anything is made, in one line, rather than fail halfway.
-type rootlessVM struct{ libruntime.Backend }
-
-func (rootlessVM) Create(*libruntime.Handle, *libruntime.Bundle, libruntime.Isolation, *libruntime.CreateOpts) (libruntime.Process, error) {
-	return nil, errors.New("hypervisor isolation: " + hvshim.NeedsUserNS + "; use process isolation")
-}
-
-// Destroy has nothing to undo for a container whose create was refused:
-// no shim configuration was ever written.
-func (r rootlessVM) Destroy(h *libruntime.Handle) error {
-	if _, err := os.Stat(filepath.Join(h.Dir, shim.ConfigFile)); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return r.Backend.Destroy(h)
 }

@@ -64,6 +64,9 @@ func guestShm(m *specs.Mount, fd int, list *[]proto.Tmpfs) bool {
 
 // guestShmPath is guestShm for a mount source given as a host path.
 func guestShmPath(m *specs.Mount, list *[]proto.Tmpfs) bool {
+	if filepath.Clean(m.Destination) != "/dev/shm" {
+		return false // before any I/O: the one mount this concerns
+	}
 	real, err := filepath.EvalSymlinks(m.Source)
 	if err != nil {
 		return false // bindInto reports it

@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/runh-project/runh/hvshim"
 	"github.com/runh-project/runh/hvshim/proto"
 	"github.com/runh-project/runh/hvshim/shim"
 	"github.com/runh-project/runh/hvshim/vmnet"
@@ -59,6 +60,12 @@ func (b *Backend) exe() string {
 // Create starts the shim, which boots the VM and creates the container in
 // it, and returns once the container is created or has failed.
 func (b *Backend) Create(h *libruntime.Handle, bundle *libruntime.Bundle, iso libruntime.Isolation, o *libruntime.CreateOpts) (libruntime.Process, error) {
+	if os.Geteuid() != 0 {
+		// Before anything is made: the shim needs the namespaces, mounts
+		// and taps that root of a user namespace may make (docs/hypervisor.md,
+		// Rootless).
+		return nil, errors.New("hypervisor isolation: " + hvshim.NeedsUserNS + "; use process isolation")
+	}
 	if len(o.ExtraFiles) > 0 {
 		return nil, errors.New("--preserve-fds is not supported with hypervisor isolation")
 	}
