@@ -75,7 +75,7 @@ func TestEventsOOM(t *testing.T) {
 		x.waitPidGone(pid, x.timeout()) // the shim exits once the host knows
 		if n, err := oomKillCount(counts); err == nil {
 			if n != 1 {
-				t.Errorf("host %s: oom_kill %d, want 1", counts, n)
+				t.Errorf("host %s: oom_kill %d, want 1%s", counts, n, x.shimLog(id))
 			}
 		} else if !os.IsNotExist(err) {
 			t.Errorf("host %s: %v", counts, err)
@@ -104,4 +104,14 @@ func oomKillCount(file string) (uint64, error) {
 		}
 	}
 	return 0, errors.New(file + ": no oom_kill line")
+}
+
+// shimLog returns, for a report, what the shim of a container in a VM
+// logged ("" in process isolation or when it logged nothing).
+func (x *h) shimLog(id string) string {
+	b, err := os.ReadFile(filepath.Join(x.root, id, "shim.log"))
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	return "; the shim logged:\n" + string(b)
 }

@@ -3,6 +3,7 @@ package shim
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,9 +31,9 @@ import (
 // OOMHelperArg is the argument of `runh shim` that runs the helper.
 const OOMHelperArg = "oom-helper"
 
-// oomHelperLimit is the memory limit the helper meets: on v1 the emptied
-// host cgroup's (some pages beyond what it still holds), on v2 that of a
-// cgroup of its own.
+// oomHelperLimit is the memory the helper may take before it meets its
+// limit: on v1 that of the emptied host cgroup, above what the cgroup
+// still holds; on v2 that of a cgroup of its own.
 const oomHelperLimit = 4 << 20
 
 // oomLinger is how long the shim stays after the helper's kill on a
@@ -102,11 +103,38 @@ func reflectOOMv1(mem string) error {
 			return err
 		}
 	}
-	if err := write("memory.limit_in_bytes", strconv.Itoa(oomHelperLimit)); err != nil {
-		return fmt.Errorf("lower the limit: %w", err)
+	limit, err := lowerLimitV1(mem)
+	if err != nil {
+		return err
 	}
 	defer write("memory.limit_in_bytes", strings.TrimSpace(string(oldLimit)))
-	return runOOMHelper(filepath.Join(mem, "cgroup.procs"))
+	return runOOMHelper(filepath.Join(mem, "cgroup.procs"), limit)
+}
+
+// lowerLimitV1 sets the limit of the memory cgroup mem oomHelperLimit
+// above what it still holds. The kernel refuses (EBUSY) a limit below the
+// usage it cannot reclaim, and what QEMU left may not be reclaimable at
+// once: pages its 9p server or a template it saved dirtied wait for
+// writeback on a busy disk. So the limit follows the usage, read again
+// if it grew meanwhile.
+func lowerLimitV1(mem string) (int64, error) {
+	var err error
+	for i := 0; i < 10; i++ {
+		var b []byte
+		if b, err = os.ReadFile(filepath.Join(mem, "memory.usage_in_bytes")); err != nil {
+			return 0, err
+		}
+		usage, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if perr != nil {
+			return 0, perr
+		}
+		limit := usage + oomHelperLimit
+		if err = os.WriteFile(filepath.Join(mem, "memory.limit_in_bytes"), []byte(strconv.FormatInt(limit, 10)), 0); err == nil {
+			return limit, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("lower the limit: %w", err)
 }
 
 // reflectOOMv2: v2's counts are hierarchical, so a kill in a child of the
@@ -164,7 +192,7 @@ func reflectOOMv2(cg string) error {
 	if err := write(helperCg, "memory.swap.max", "0"); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("limit the helper's swap: %w", err)
 	}
-	return runOOMHelper(filepath.Join(helperCg, "cgroup.procs"))
+	return runOOMHelper(filepath.Join(helperCg, "cgroup.procs"), oomHelperLimit)
 }
 
 // waitCgroupHolds waits until the cgroup dir holds no process but those
@@ -175,7 +203,7 @@ func waitCgroupHolds(dir string, allowed ...string) error {
 		if err == nil && !slices.ContainsFunc(strings.Fields(string(b)), func(p string) bool { return !slices.Contains(allowed, p) }) {
 			return nil
 		}
-		if i == 100 {
+		if i == 250 {
 			return fmt.Errorf("the cgroup %s still has processes: %q (%v)", dir, b, err)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -194,9 +222,9 @@ func removeCgroup(dir string) {
 }
 
 // runOOMHelper starts the helper in the shim's cgroup (its runtime's first
-// pages are charged there), moves it to the cgroup of procs, lets it
-// allocate and checks the OOM killer ended it.
-func runOOMHelper(procs string) error {
+// pages are charged there), moves it to the cgroup of procs, whose limit
+// is limit, lets it allocate and checks the OOM killer ended it.
+func runOOMHelper(procs string, limit int64) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -211,6 +239,10 @@ func runOOMHelper(procs string) error {
 	err = os.WriteFile(procs, []byte(strconv.Itoa(cmd.Process.Pid)), 0)
 	if err != nil {
 		cmd.Process.Kill()
+	} else {
+		// How far to go: past the limit, with room for the page cache
+		// the cgroup's reclaim gives up first.
+		fmt.Fprint(w, limit+oomHelperSlack)
 	}
 	w.Close() // go
 	werr := cmd.Wait()
@@ -223,13 +255,21 @@ func runOOMHelper(procs string) error {
 	return nil
 }
 
+// oomHelperSlack is how far beyond its cgroup's limit the helper goes
+// before it gives up: the kernel kills it well before.
+const oomHelperSlack = 64 << 20
+
 // OOMHelperMain is `runh shim oom-helper`: once its stdin closes, it
-// touches memory until the OOM killer ends it.
+// touches memory until the OOM killer ends it, or it has touched as many
+// bytes as its stdin said.
 func OOMHelperMain() int {
-	b := make([]byte, 1)
-	os.Stdin.Read(b)
+	b, _ := io.ReadAll(os.Stdin)
+	max, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return 2
+	}
 	var keep [][]byte
-	for i := 0; i < 1024; i++ { // 1 GiB at most
+	for n := int64(0); n < max; n += 1 << 20 {
 		chunk := make([]byte, 1<<20)
 		for j := 0; j < len(chunk); j += 4096 {
 			chunk[j] = 1
