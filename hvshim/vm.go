@@ -6,6 +6,7 @@ package hvshim
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -119,7 +120,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 		qc.Incoming.Close()
 	}
 	if err != nil {
-		return nil, err
+		return nil, withConsole(err, qc.Dir)
 	}
 	v.Transport, v.Accel = tr, accel
 	v.Times.Template, v.Times.TemplateReason = string(how), reason
@@ -135,7 +136,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	}
 	if err := v.Agent.Call(ctx, proto.OpBoot, proto.BootRequest{TimeNs: time.Now().UnixNano(), Entropy: entropy,
 		Share: c.Share != "", Volumes: c.Volumes != ""}, nil); err != nil {
-		return nil, err
+		return nil, withConsole(err, qc.Dir)
 	}
 	v.Times.AgentReady = v.Times.sinceStart()
 	return v, nil
@@ -260,7 +261,7 @@ func launch(ctx context.Context, qc *qemu.Config, restore bool) (_ *VM, err erro
 	if err != nil {
 		select {
 		case <-q.Done():
-			return nil, fmt.Errorf("vm exited while booting (see %s/%s)", qc.Dir, qemu.ConsoleLog)
+			return nil, errors.New("vm exited while booting")
 		default:
 		}
 		return nil, err

@@ -124,6 +124,12 @@ func Main(dir string) int {
 		hostNS: os.NewFile(HostNetNSFd, "host-netns"), sync: sync, pid: hostPID()}
 	ready, ln, err := s.create()
 	if err != nil {
+		if s.vm != nil {
+			// The agent failed after the boot: the guest may say why.
+			if t := hvshim.ConsoleTail(filepath.Join(dir, vmDirName)); t != "" {
+				err = fmt.Errorf("%w; guest console: %s", err, t)
+			}
+		}
 		s.logf("create: %v", err)
 		json.NewEncoder(sync).Encode(Ready{Error: err.Error()})
 		sync.Close()

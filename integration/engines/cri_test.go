@@ -361,6 +361,12 @@ func criScenarios(e *criEnv) []scenario {
 				}
 				return nil
 			})
+			// One /dev/shm for the pod (containerd's tmpfs; a guest
+			// tmpfs in the pod's VM), as its IPC namespace is one.
+			c.ok("exec", "-s", web, "sh", "-c", "echo pod-shm > /dev/shm/runh-test")
+			if got := c.ok("exec", "-s", cli, "cat", "/dev/shm/runh-test"); got != "pod-shm" {
+				t.Fatalf("cli reads %q in /dev/shm, where web wrote pod-shm", got)
+			}
 			// Both in the same kernel: the guest's with runh-vm.
 			host := strings.TrimSpace(runCmd(runOpts{}, "uname", "-r").stdout)
 			k1, k2 := c.ok("exec", "-s", web, "uname", "-r"), c.ok("exec", "-s", cli, "uname", "-r")

@@ -209,6 +209,20 @@ func TestDocker(t *testing.T) {
 			}
 			expectOut(t, d.do("exec", n, "echo", "alive"), 0, "alive")
 		}},
+		{name: "restart", fn: func(t *testing.T, mode string) {
+			// Docker restarts the container in the same bundle: a new VM
+			// under the same ID in hypervisor isolation.
+			d := newDocker(t, mode)
+			n := d.detached("sh", "-c", "echo started; exec sleep 100000")
+			d.ok("restart", "-t", "1", n)
+			if s := d.status(n); s != "running" {
+				t.Fatalf("after restart: %q", s)
+			}
+			expectOut(t, d.do("exec", n, "echo", "alive"), 0, "alive")
+			if !waitFor(10*time.Second, func() bool { return strings.Count(d.do("logs", n).stdout, "started") == 2 }) {
+				t.Fatalf("logs after restart: %q", d.do("logs", n).stdout)
+			}
+		}},
 		{name: "memory-cgroup", fn: func(t *testing.T, mode string) {
 			d := newDocker(t, mode)
 			expectOut(t, d.do(d.runArgs("--rm", "--memory", "64m", imageName, "sh", "-c", catMemLimit)...), 0, "67108864")
