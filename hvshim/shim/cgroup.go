@@ -41,8 +41,37 @@ type hostCgroup struct {
 // knows it by (the shim's own namespace calls it 1, systemd's PID).
 // Rootless, a cgroup the shim may not make or join is skipped unless a
 // limit needs it, as libcontainer does for a rootless container: the VM
-// then stays in its caller's cgroups.
-func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd, rootless bool, hostPid int) error {
+// then stays in its caller's cgroups. viaRuntime, when not nil, makes the
+// cgroup instead of the shim (the shim's runtimeCgroup).
+func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd, rootless bool, hostPid int,
+	viaRuntime func(*CgroupRequest) (map[string]string, error)) error {
+	cg, err := hostCgroupConfig(id, spec, memMiB, systemd, rootless)
+	if err != nil || cg == nil {
+		return err
+	}
+	var paths map[string]string
+	if viaRuntime != nil {
+		paths, err = viaRuntime(&CgroupRequest{ID: id, Spec: spec, MemoryMiB: memMiB, Systemd: systemd, Rootless: rootless})
+	} else {
+		// cgroupfs takes a PID of the writer's namespace, systemd the host's.
+		pid := os.Getpid()
+		if systemd {
+			pid = hostPid
+		}
+		paths, err = applyHostCgroup(cg, pid)
+	}
+	// Recorded even on failure: Apply may have made some directories.
+	if b, jerr := json.Marshal(hostCgroup{Config: cg, Paths: paths}); jerr == nil && paths != nil {
+		libruntime.WriteFileAtomic(filepath.Join(dir, CgroupFile), b, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("host cgroup: %w", err)
+	}
+	return nil
+}
+
+// hostCgroupConfig is the host cgroup joinHostCgroup makes; nil for none.
+func hostCgroupConfig(id string, spec *specs.Spec, memMiB int, systemd, rootless bool) (*cgroups.Cgroup, error) {
 	// The spec's own resources are the guest's; hostResources says which
 	// of them the host cgroup gets.
 	s := *spec
@@ -54,35 +83,65 @@ func joinHostCgroup(dir, id string, spec *specs.Spec, memMiB int, systemd, rootl
 	}
 	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{CgroupName: id, UseSystemdCgroup: systemd, RootlessCgroups: rootless, Spec: &s}, nil)
 	if err != nil {
-		return fmt.Errorf("host cgroup: %w", err)
+		return nil, fmt.Errorf("host cgroup: %w", err)
 	}
 	if p := filepath.Clean(cg.Path); !systemd && cg.Path != "" && (p == "/" || p == ".") {
-		return nil // a root is no container's own: never make or remove it
+		return nil, nil // a root is no container's own: never make or remove it
 	}
 	cg.Resources = hostResources(r, memMiB)
+	return cg, nil
+}
+
+// applyHostCgroup makes cg, moves pid into it and sets its limits; it
+// returns the cgroup's directories, also when it fails part way.
+func applyHostCgroup(cg *cgroups.Cgroup, pid int) (map[string]string, error) {
 	m, err := manager.New(cg)
 	if err != nil {
-		return fmt.Errorf("host cgroup: %w", err)
-	}
-	// cgroupfs takes a PID of the writer's namespace, systemd the host's.
-	pid := os.Getpid()
-	if systemd {
-		pid = hostPid
+		return nil, err
 	}
 	if err = m.Apply(pid); errors.Is(err, cgroups.ErrRootless) {
 		err = nil // Set fails on a limit whose cgroup was skipped
 	}
-	// Recorded even on failure: Apply may have made some directories.
-	if b, jerr := json.Marshal(hostCgroup{Config: cg, Paths: m.GetPaths()}); jerr == nil {
-		libruntime.WriteFileAtomic(filepath.Join(dir, CgroupFile), b, 0o600)
+	if err == nil {
+		err = m.Set(cg.Resources)
 	}
+	return m.GetPaths(), err
+}
+
+// CgroupRequest is a shim's request to the runtime that started it to make
+// its host cgroup and move it in (SyncMsg): rootless under the user's
+// systemd, which the shim cannot talk to from its PID namespace
+// (libcontainer learns the UID owning the user's bus with `busctl --user
+// status`, which finds the bus's PID, hence its cgroup and owner, only in
+// the host's PID namespace). The runtime, in that namespace, asks it as
+// runc does.
+type CgroupRequest struct {
+	ID        string      `json:"id"`
+	Spec      *specs.Spec `json:"spec"`
+	MemoryMiB int         `json:"memoryMiB"`
+	Systemd   bool        `json:"systemd"`
+	Rootless  bool        `json:"rootless"`
+}
+
+// CgroupReply is the runtime's answer to a CgroupRequest.
+type CgroupReply struct {
+	Paths map[string]string `json:"paths,omitempty"`
+	Error string            `json:"error,omitempty"`
+}
+
+// Apply makes the host cgroup r describes and moves the shim, pid in the
+// caller's (the host's) PID namespace, into it.
+func (r *CgroupRequest) Apply(pid int) CgroupReply {
+	cg, err := hostCgroupConfig(r.ID, r.Spec, r.MemoryMiB, r.Systemd, r.Rootless)
+	var paths map[string]string
+	if err == nil && cg != nil {
+		paths, err = applyHostCgroup(cg, pid)
+	}
+	reply := CgroupReply{Paths: paths}
 	if err != nil {
-		return fmt.Errorf("host cgroup: %w", err)
+		reply.Error = err.Error()
 	}
-	if err := m.Set(cg.Resources); err != nil {
-		return fmt.Errorf("host cgroup: %w", err)
-	}
-	return nil
+	return reply
 }
 
 // hostResources are the limits of the VM's host cgroup while the VM boots.
@@ -203,6 +262,15 @@ func hostCgroupManager(dir string) (cgroups.Manager, error) {
 		return nil, err
 	}
 	h.Config.Resources = &cgroups.Resources{SkipDevices: true}
+	if h.Config.Systemd && h.Config.Rootless && os.Getpid() == 1 {
+		// The shim, in its PID namespace, cannot reach the user's
+		// systemd (CgroupRequest): it writes the files of the scope,
+		// delegated to the user, itself. A reload of the user's
+		// systemd may reset what the unit does not say.
+		c := *h.Config
+		c.Systemd = false
+		h.Config = &c
+	}
 	m, err := manager.NewWithPaths(h.Config, h.Paths)
 	if err != nil {
 		return nil, fmt.Errorf("host cgroup: %w", err)

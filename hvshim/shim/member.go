@@ -66,7 +66,7 @@ func MemberMain(dir string) int {
 	// the VM is; this process goes to the container's own.
 	if spec.Linux != nil {
 		cg := &specs.Spec{Linux: &specs.Linux{CgroupsPath: spec.Linux.CgroupsPath}}
-		if err := joinHostCgroup(dir, cfg.ID, cg, 0, cfg.SystemdCgroup, cfg.Rootless, os.Getpid()); err != nil {
+		if err := joinHostCgroup(dir, cfg.ID, cg, 0, cfg.SystemdCgroup, cfg.Rootless, os.Getpid(), nil); err != nil {
 			return fail(err)
 		}
 	}

@@ -56,7 +56,8 @@ func ownProc() error {
 // requests, each answered with a HookReply, then its Ready.
 type SyncMsg struct {
 	Ready
-	Hook *HookRequest `json:"hook,omitempty"`
+	Hook   *HookRequest   `json:"hook,omitempty"`
+	Cgroup *CgroupRequest `json:"cgroup,omitempty"` // answered with a CgroupReply
 }
 
 // HookRequest asks the runtime to run hooks with the container's state.
@@ -85,4 +86,26 @@ func runHostHooks(sync *os.File, name string, hooks []specs.Hook, st *specs.Stat
 		return errors.New(r.Error)
 	}
 	return nil
+}
+
+// cgroupViaRuntime returns how the shim has the runtime that started it
+// make its host cgroup (CgroupRequest), when the shim cannot: rootless,
+// under the user's systemd, from a PID namespace of its own; else nil.
+func (s *shim) cgroupViaRuntime() func(*CgroupRequest) (map[string]string, error) {
+	if !s.cfg.SystemdCgroup || !s.cfg.Rootless || os.Getpid() != 1 {
+		return nil
+	}
+	return func(req *CgroupRequest) (map[string]string, error) {
+		if err := json.NewEncoder(s.sync).Encode(SyncMsg{Cgroup: req}); err != nil {
+			return nil, err
+		}
+		var r CgroupReply
+		if err := json.NewDecoder(s.sync).Decode(&r); err != nil {
+			return nil, err
+		}
+		if r.Error != "" {
+			return r.Paths, errors.New(r.Error)
+		}
+		return r.Paths, nil
+	}
 }

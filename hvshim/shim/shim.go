@@ -178,7 +178,7 @@ func (s *shim) create() (*Ready, net.Listener, error) {
 		return nil, nil, err
 	}
 	mem, cpus := vmSize(s.cfg, spec)
-	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem, s.cfg.SystemdCgroup, s.cfg.Rootless, s.pid); err != nil {
+	if err := joinHostCgroup(s.dir, s.cfg.ID, spec, mem, s.cfg.SystemdCgroup, s.cfg.Rootless, s.pid, s.cgroupViaRuntime()); err != nil {
 		return nil, nil, err
 	}
 	// Hooks of the runtime's namespaces run here on the host, the others

@@ -44,10 +44,17 @@ const (
 	vhostDev   = "/dev/vhost-vsock"
 )
 
-// HostHasVsock reports whether the host can give VMs a vsock device.
+// HostHasVsock reports whether the host can give VMs a vsock device:
+// whether this process may open /dev/vhost-vsock, not only whether it
+// exists (on Debian 13 it is 0660 root:kvm, which a rootless runtime's
+// user may not open: it then takes virtio-serial).
 func HostHasVsock() bool {
-	_, err := os.Stat(vhostDev)
-	return err == nil
+	f, err := os.OpenFile(vhostDev, os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
 }
 
 // Host is the host end of one VM's transport.

@@ -210,6 +210,11 @@ func startHelper(cmd *exec.Cmd, extra []*os.File, input []byte) (*process, *shim
 			p.Wait()
 			return nil, nil, errors.New("shim exited before the container was created")
 		}
+		if msg.Cgroup != nil {
+			// The shim's host cgroup, made here for it (CgroupRequest).
+			json.NewEncoder(r).Encode(msg.Cgroup.Apply(p.pid))
+			continue
+		}
 		if msg.Hook == nil {
 			break
 		}
