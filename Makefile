@@ -41,7 +41,7 @@ integration: bin/runh
 	RUNH_TEST_DEBIAN_ROOTFS=$$(scripts/mkdebian.sh) \
 		$(GO) test -count=1 -timeout 25m ./integration/ $(if $(V),-v)
 
-test: deps lint unit fuzz conformance-unit integration engines package-test conformance conformance-vm
+test: deps lint unit fuzz conformance-unit integration engines package-test test-hosts-ci conformance conformance-vm
 
 # The first container in each mode minutes after a fresh clone: only the
 # packages the demo needs, and a guest kernel that is ready in seconds: runh's

@@ -12,10 +12,11 @@
 # nothing keeps running. Exit status 1 when the run is incomplete or runh
 # fails where runc (its twin row) does not, or fails without a runc row.
 #
-# Environment: HOSTS_SUITES (integration podman vm), HOSTS_TIMEOUT (3000),
+# Environment: HOSTS_SUITES (integration podman vm rootless cri docker), HOSTS_TIMEOUT (3000),
 # HOSTS_ACCEL (auto: kvm when /dev/kvm boots a normal guest, else tcg),
 # HOSTS_SMP (2), HOSTS_MEM (4096), HOSTS_OUT, INTEGRATION_RUN (a -test.run
-# pattern for suite 1), and any INTEGRATION_*/VM_* variable run.sh reads.
+# pattern for suite 1), and any INTEGRATION_*/VM_*/CRI_*/DOCKER_* variable
+# run.sh or a suite reads.
 set -eu
 deb=$(realpath "${1:?usage: hosttest.sh DEB TESTBIN}")
 testbin=$(realpath "${2:?usage: hosttest.sh DEB TESTBIN}")
@@ -59,11 +60,14 @@ cp "$deb" "$share/"
 cp "$testbin" "$share/integration.test"
 cp "$(dirname "$testbin")/hosts.test" "$share/hosts.test"
 cp "$here/scripts/mkrootfs.sh" "$share/"
-cp "$here/integration/hosts/run.sh" "$share/run.sh"
+# run.sh and the suites it sources (suite-<name>.sh: a function suite_<name>).
+cp "$here"/integration/hosts/*.sh "$share/"
+# Extra files a suite needs from this host (crictl, ...): HOSTS_EXTRA.
+for f in ${HOSTS_EXTRA:-}; do cp "$f" "$share/"; done
 chmod 0755 "$share/run.sh" "$share/integration.test" "$share/hosts.test"
 {
-	echo "HOSTTEST_SUITES='${HOSTS_SUITES:-integration podman vm}'"
-	env | grep -E '^(INTEGRATION|VM)_[A-Z_]+=' | sed "s/=\(.*\)/='\1'/" || true
+	echo "HOSTTEST_SUITES='${HOSTS_SUITES:-integration podman vm rootless cri docker}'"
+	env | grep -E '^(INTEGRATION|VM|CRI|DOCKER)_[A-Z_]+=' | sed "s/=\(.*\)/='\1'/" || true
 } >"$share/env"
 
 console=$work/console.log
@@ -129,7 +133,8 @@ if [ -f "$out/results/summary" ]; then
 		END {
 			for (i = 1; i <= NR; i++) {
 				name = order[i]; split(name, k, "/")
-				if (k[2] == "runc") continue
+				# runc is the reference; crun (rootless suite) a second one.
+				if (k[2] == "runc" || k[2] == "crun") continue
 				twin = k[1] "/runc/" k[3]
 				split(rows[name], f, " "); nf = length(f)
 				ref = (twin in rows) ? " " rows[twin] " " : ""

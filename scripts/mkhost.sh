@@ -17,9 +17,14 @@
 # that is how the host drives it, no network, no login.
 set -eu
 suite=${RUNH_HOST_SUITE:-trixie}
-# docker.io and containerd are installed but not enabled (boot time under
-# TCG); a suite starts them when it needs them.
-pkgs=${RUNH_HOST_PKGS:-systemd,systemd-sysv,dbus,udev,kmod,procps,iproute2,linux-image-amd64,initramfs-tools,busybox-static,runc,podman,conmon,containerd,docker.io,qemu-system-x86}
+# docker.io (and docker-cli, its client, which it only recommends) and
+# containerd are installed but not enabled (boot time under TCG); a suite
+# starts them when it needs them. containerd's CRI needs the
+# CNI plugins, Docker's bridge iptables; rootless podman needs uidmap's
+# newuidmap, slirp4netns or passt (pasta) and a user session's bus
+# (dbus-user-session); systemd-container's `systemd-run --machine` runs a
+# command in that session.
+pkgs=${RUNH_HOST_PKGS:-systemd,systemd-sysv,dbus,udev,kmod,procps,iproute2,linux-image-amd64,initramfs-tools,busybox-static,runc,podman,conmon,containerd,docker.io,docker-cli,qemu-system-x86,containernetworking-plugins,iptables,uidmap,slirp4netns,passt,dbus-user-session,systemd-container}
 size=${RUNH_HOST_DISK_SIZE:-8G}
 cache=${RUNH_CACHE_DIR:-/var/cache/runh}/hosts
 

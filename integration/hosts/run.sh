@@ -7,12 +7,14 @@
 # /srv/tests/results: one log per step and `summary`, one line per row:
 #   <suite>/<runtime>/<driver-or-mode> <pass> <fail> <skip> [failed names]
 # HOSTTEST_SUITES (in /srv/tests/env) chooses the suites: integration,
-# podman, vm (default all three, in that order). Every step has a timeout.
+# podman, vm, and those of the suite-<name>.sh files (cri, docker, ci...);
+# default integration podman vm rootless cri docker, in that order. Every step has a
+# timeout.
 set -u
 S=/srv/tests
 R=$S/results
 mkdir -p "$R"
-SUITES="integration podman vm"
+SUITES="integration podman vm rootless cri docker"
 # shellcheck disable=SC1091
 [ -f "$S/env" ] && . "$S/env"
 SUITES=${HOSTTEST_SUITES:-$SUITES}
@@ -367,6 +369,13 @@ suite_vm() {
 		row "vm/podman-runh-vm/$mgr $PASS $FAIL $SKIP$FAILED"
 	done
 }
+
+# The suites kept in files of their own (suite-<name>.sh beside this one)
+# define suite_<name>, with run.sh's helpers (say, row, check, tally...).
+for f in "$S"/suite-*.sh; do
+	# shellcheck disable=SC1090
+	[ -f "$f" ] && . "$f"
+done
 
 for s in $SUITES; do
 	say "suite $s"
