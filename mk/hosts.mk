@@ -23,9 +23,10 @@
 #                          (integration/hosts/suite-cri.sh, suite-docker.sh)
 #   make test-hosts-ci     what `make test` runs (integration/hosts/suite-ci.sh):
 #                          the suite's cgroup tests with runh under both
-#                          drivers, the cgroup v2 checks, a VM container and
-#                          its OOM under the systemd driver; about 3 minutes
-#                          with the image cached (its first build: 2 to 4)
+#                          drivers and the cgroup v2 checks (CI_VM=1: also a
+#                          VM container and its OOM under the systemd driver);
+#                          about 3 minutes with the image cached (its first
+#                          build: 2 to 4)
 #   make host-image        only the image (scripts/mkhost.sh: debootstrap once,
 #                          then cached in /var/cache/runh/hosts/<key>)
 #

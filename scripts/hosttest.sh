@@ -67,7 +67,7 @@ for f in ${HOSTS_EXTRA:-}; do cp "$f" "$share/"; done
 chmod 0755 "$share/run.sh" "$share/integration.test" "$share/hosts.test"
 {
 	echo "HOSTTEST_SUITES='${HOSTS_SUITES:-integration podman vm rootless cri docker}'"
-	env | grep -E '^(INTEGRATION|VM|CRI|DOCKER)_[A-Z_]+=' | sed "s/=\(.*\)/='\1'/" || true
+	env | grep -E '^(INTEGRATION|VM|CRI|DOCKER|CI)_[A-Z_]+=' | sed "s/=\(.*\)/='\1'/" || true
 } >"$share/env"
 
 console=$work/console.log

@@ -108,25 +108,29 @@ integration_run() {
 	row "$line"
 }
 
+# cgroupv2_run ROW BINARY DRIVER: the further cgroup v2 checks
+# (integration/hosts), their log in $R/<ROW with / as ->.log, one row.
+cgroupv2_run() {
+	log=$R/$(echo "$1" | tr / -).log
+	RUNH_BINARY=$2 HOSTS_DRIVER=$3 HOSTS_ROOTFS=$W/rootfs timeout -k 10 300 \
+		"$W/hosts.test" -test.v -test.count=1 -test.timeout 280s >"$log" 2>&1
+	rc=$?
+	line=$(tally "$1" "$log")
+	if [ "$rc" -ne 0 ] && [ "$(echo "$line" | awk '{print $3}')" = 0 ]; then
+		line=$(echo "$line" | awk -v rc="$rc" '{$3 = 1; print $0 " exit-" rc}')
+	fi
+	row "$line"
+}
+
 suite_integration() {
 	integration_setup
-	w=$W
 	for rt in $INTEGRATION_RUNTIMES; do
 		case $rt in runh) bin=/usr/bin/runh ;; runc) bin=/usr/sbin/runc ;; *) continue ;; esac
 		for drv in cgroupfs systemd; do
 			b=$bin
 			[ $drv = systemd ] && b=/usr/local/bin/$rt-systemd
 			integration_run "integration/$rt/$drv" "$b" "$drv" process "$INTEGRATION_RUN"
-			# The further cgroup v2 checks (integration/hosts).
-			log=$R/cgroupv2-$rt-$drv.log
-			RUNH_BINARY=$b HOSTS_DRIVER=$drv HOSTS_ROOTFS=$w/rootfs timeout -k 10 300 \
-				"$w/hosts.test" -test.v -test.count=1 -test.timeout 280s >"$log" 2>&1
-			rc=$?
-			line=$(tally "cgroupv2/$rt/$drv" "$log")
-			if [ "$rc" -ne 0 ] && [ "$(echo "$line" | awk '{print $3}')" = 0 ]; then
-				line=$(echo "$line" | awk -v rc="$rc" '{$3 = 1; print $0 " exit-" rc}')
-			fi
-			row "$line"
+			cgroupv2_run "cgroupv2/$rt/$drv" "$b" "$drv"
 			# Nothing of a run may survive into the next.
 			leftover=$(find /sys/fs/cgroup \( -name 'rh-*' -o -name 'hv2-*' -o -name '*rh-*.scope' \) -type d 2>/dev/null | head -n 5)
 			[ -z "$leftover" ] || say "integration: $rt $drv: cgroups left: $leftover"
@@ -165,14 +169,27 @@ skip() {
 	echo "skip $1: $2"
 }
 busybox_image() {
-	podman image exists localhost/busybox:latest && return 0
-	d=$(mktemp -d)
-	sh "$S/mkrootfs.sh" "$d/rootfs" >/dev/null &&
-		tar -C "$d/rootfs" -cf "$d/rootfs.tar" . &&
-		timeout 120 podman import --change 'CMD ["/bin/sh"]' "$d/rootfs.tar" localhost/busybox:latest >/dev/null
-	rc=$?
-	rm -rf "$d"
-	return $rc
+	bi_eng=${1:-podman}
+	"$bi_eng" image inspect localhost/busybox:latest >/dev/null 2>&1 && return 0
+	bi_d=$(mktemp -d)
+	sh "$S/mkrootfs.sh" "$bi_d/rootfs" >/dev/null &&
+		tar -C "$bi_d/rootfs" -cf "$bi_d/rootfs.tar" . &&
+		timeout 120 "$bi_eng" import --change 'CMD ["/bin/sh"]' "$bi_d/rootfs.tar" localhost/busybox:latest >/dev/null
+	bi_rc=$?
+	rm -rf "$bi_d"
+	return $bi_rc
+}
+
+# runtime_leftovers GLOB: systemd units and cgroups named GLOB, QEMU,
+# containerd shims and runh processes still there, a line each.
+runtime_leftovers() {
+	systemctl list-units --all --plain --no-legend "$1" 2>/dev/null | awk '{print "unit " $1}'
+	find /sys/fs/cgroup -name "$1" -type d 2>/dev/null | sed 's/^/cgroup /'
+	pgrep -a qemu-system | sed 's/^/process /'
+	pgrep -a -f containerd-shim | sed 's/^/process /'
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/exe" 2>/dev/null)" = /usr/bin/runh ] && echo "process ${p#/proc/} $(tr '\0' ' ' <"$p/cmdline")"
+	done
 }
 
 # scope_of PID: the cgroup v2 path of a process.

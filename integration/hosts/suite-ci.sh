@@ -6,9 +6,10 @@
 #      systemd driver (a scope per container, the v2 files, OOM and events,
 #      pause, delete of a paused container, update) and under cgroupfs, and
 #      the cgroup v2 checks of integration/hosts under each, with runh;
-#   2. one VM container under the systemd driver: run, and an OOM kill in
-#      the guest counted in the host's cgroup (a VM inside this VM; its
-#      KVM is QEMU's emulated SVM, or TCG).
+#   2. with CI_VM=1, one VM container under the systemd driver: run, and
+#      an OOM kill in the guest counted in the host's cgroup (a VM inside
+#      this VM; its KVM is QEMU TCG's emulated SVM, which failed about one
+#      nested VM in ten here, so make test leaves it to make test-hosts).
 # runc's reference runs are make test-hosts's: here every failure counts.
 CI_INTEGRATION_RUN=${CI_INTEGRATION_RUN:-'^(TestLifecycle|TestDeleteForce|TestKillPaused|TestListPsPauseEvents|TestUpdate|TestEventsOOM|TestCgroupsPathSystemdForm)$'}
 
@@ -18,19 +19,17 @@ suite_ci() {
 		b=/usr/bin/runh
 		[ $drv = systemd ] && b=/usr/local/bin/runh-systemd
 		integration_run "ci/integration/runh/$drv" "$b" $drv process "$CI_INTEGRATION_RUN"
-		log=$R/ci-cgroupv2-runh-$drv.log
-		RUNH_BINARY=$b HOSTS_DRIVER=$drv HOSTS_ROOTFS=$W/rootfs timeout -k 10 300 \
-			"$W/hosts.test" -test.v -test.count=1 -test.timeout 280s >"$log" 2>&1
-		rc=$?
-		line=$(tally "ci/cgroupv2/runh/$drv" "$log")
-		if [ "$rc" -ne 0 ] && [ "$(echo "$line" | awk '{print $3}')" = 0 ]; then
-			line=$(echo "$line" | awk -v rc="$rc" '{$3 = 1; print $0 " exit-" rc}')
-		fi
-		row "$line"
+		cgroupv2_run "ci/cgroupv2/runh/$drv" "$b" $drv
 	done
 
 	log=$R/ci-vm.log
 	reset_counts
+	if [ "${CI_VM:-0}" != 1 ]; then
+		skip vm "nested VMs here run on QEMU TCG's emulation of SVM, which failed about one VM in ten in this host (a boot's PCI probe, a test-host kernel panic: docs/hosts.md); CI_VM=1 runs them, make test-hosts does" >"$log"
+		cat "$log"
+		row "ci/vm/runh-vm/systemd $PASS $FAIL $SKIP"
+		return
+	fi
 	CHECK_TIMEOUT=${VM_TIMEOUT:-300}
 	{
 		b=/root/ci-vmbundle ob=/root/ci-vmoombundle

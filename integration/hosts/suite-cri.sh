@@ -160,13 +160,7 @@ cri_leftovers() {
 	{
 		cri pods -q | sed 's/^/pod /'
 		cri ps -a -q | sed 's/^/container /'
-		systemctl list-units --all --plain --no-legend 'cri-containerd-*' 2>/dev/null | awk '{print "unit " $1}'
-		find /sys/fs/cgroup -name 'cri-containerd-*' -type d 2>/dev/null | sed 's/^/cgroup /'
-		pgrep -a qemu-system | sed 's/^/process /'
-		pgrep -a -f containerd-shim | sed 's/^/process /'
-		for p in /proc/[0-9]*; do
-			[ "$(readlink "$p/exe" 2>/dev/null)" = /usr/bin/runh ] && echo "process ${p#/proc/} $(tr '\0' ' ' <"$p/cmdline")"
-		done
+		runtime_leftovers 'cri-containerd-*'
 		ls /run/containerd/runc/k8s.io 2>/dev/null | sed 's/^/state /'
 	} | grep . || echo none
 }

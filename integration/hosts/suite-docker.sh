@@ -40,20 +40,7 @@ EOF
 	}
 	say "docker: dockerd up in $(($(date +%s) - t0)) s"
 	timeout 60 docker info 2>&1 | grep -E 'Server Version|Cgroup|Runtimes|Default Runtime|Storage Driver|containerd version|runc version|Kernel'
-	busybox_docker_image
-}
-
-# busybox_docker_image: mkrootfs.sh's rootfs as localhost/busybox (docker
-# import, as busybox_image does for podman).
-busybox_docker_image() {
-	docker image inspect localhost/busybox:latest >/dev/null 2>&1 && return 0
-	bd_d=$(mktemp -d)
-	sh "$S/mkrootfs.sh" "$bd_d/rootfs" >/dev/null &&
-		tar -C "$bd_d/rootfs" -cf "$bd_d/rootfs.tar" . &&
-		timeout 120 docker import --change 'CMD ["/bin/sh"]' "$bd_d/rootfs.tar" localhost/busybox:latest >/dev/null
-	bd_rc=$?
-	rm -rf "$bd_d"
-	return $bd_rc
+	busybox_image docker
 }
 
 # docker_leftovers: containers, scopes, shims, QEMU and runtime state left
@@ -61,13 +48,7 @@ busybox_docker_image() {
 docker_leftovers() {
 	{
 		docker ps -a -q | sed 's/^/container /'
-		systemctl list-units --all --plain --no-legend 'docker-*.scope' 2>/dev/null | awk '{print "unit " $1}'
-		find /sys/fs/cgroup -name 'docker-*.scope' -type d 2>/dev/null | sed 's/^/cgroup /'
-		pgrep -a qemu-system | sed 's/^/process /'
-		pgrep -a -f containerd-shim | sed 's/^/process /'
-		for p in /proc/[0-9]*; do
-			[ "$(readlink "$p/exe" 2>/dev/null)" = /usr/bin/runh ] && echo "process ${p#/proc/} $(tr '\0' ' ' <"$p/cmdline")"
-		done
+		runtime_leftovers 'docker-*.scope'
 		find /run/docker/runtime-runc /run/containerd/runc -mindepth 2 -maxdepth 2 2>/dev/null | sed 's/^/state /'
 	} | grep . || echo none
 }
