@@ -2,6 +2,7 @@ package hvshim
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,11 +16,11 @@ import (
 // boot is diagnosed from, and the VM's directory goes with the state.
 const consoleTailLines = 3
 
-// ConsoleTail returns the last lines of the guest console logged in the
+// consoleTail returns the last lines of the guest console logged in the
 // VM directory dir, joined by " | ", for an error message; "" if there
 // are none. The text comes from the guest: only printable characters
 // are kept, so that it cannot steer a terminal, and lines are cut short.
-func ConsoleTail(dir string) string {
+func consoleTail(dir string) string {
 	b, err := os.ReadFile(filepath.Join(dir, qemu.ConsoleLog))
 	if err != nil {
 		return ""
@@ -49,18 +50,11 @@ func ConsoleTail(dir string) string {
 	return strings.Join(lines, " | ")
 }
 
-// withConsole adds the guest console's last lines to err.
-func withConsole(err error, dir string) error {
-	if t := ConsoleTail(dir); t != "" {
-		return &consoleError{err, t}
+// WithConsole adds to err the last lines of the guest console logged in
+// the VM directory dir.
+func WithConsole(err error, dir string) error {
+	if t := consoleTail(dir); t != "" {
+		return fmt.Errorf("%w; guest console: %s", err, t)
 	}
 	return err
 }
-
-type consoleError struct {
-	err  error
-	tail string
-}
-
-func (e *consoleError) Error() string { return e.err.Error() + "; guest console: " + e.tail }
-func (e *consoleError) Unwrap() error { return e.err }

@@ -120,7 +120,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 		qc.Incoming.Close()
 	}
 	if err != nil {
-		return nil, withConsole(err, qc.Dir)
+		return nil, WithConsole(err, qc.Dir)
 	}
 	v.Transport, v.Accel = tr, accel
 	v.Times.Template, v.Times.TemplateReason = string(how), reason
@@ -136,7 +136,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	}
 	if err := v.Agent.Call(ctx, proto.OpBoot, proto.BootRequest{TimeNs: time.Now().UnixNano(), Entropy: entropy,
 		Share: c.Share != "", Volumes: c.Volumes != ""}, nil); err != nil {
-		return nil, withConsole(err, qc.Dir)
+		return nil, WithConsole(err, qc.Dir)
 	}
 	v.Times.AgentReady = v.Times.sinceStart()
 	return v, nil

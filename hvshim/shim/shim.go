@@ -126,9 +126,7 @@ func Main(dir string) int {
 	if err != nil {
 		if s.vm != nil {
 			// The agent failed after the boot: the guest may say why.
-			if t := hvshim.ConsoleTail(filepath.Join(dir, vmDirName)); t != "" {
-				err = fmt.Errorf("%w; guest console: %s", err, t)
-			}
+			err = hvshim.WithConsole(err, filepath.Join(dir, vmDirName))
 		}
 		s.logf("create: %v", err)
 		json.NewEncoder(sync).Encode(Ready{Error: err.Error()})

@@ -168,7 +168,7 @@ func (f ctrdFlavour) config(c ctrdConf) string {
 	var b strings.Builder
 	var rt string // the runtimes' table
 	if !f.v3 {
-		b.WriteString(containerdConfigHead(c.dir))
+		b.WriteString(containerdConfigHead(c.dir, 2, "aufs", "btrfs", "zfs", "devmapper"))
 		if c.debug {
 			b.WriteString("[debug]\n  level = \"debug\"\n")
 		}
@@ -191,21 +191,11 @@ func (f ctrdFlavour) config(c ctrdConf) string {
 		rt = `plugins."io.containerd.grpc.v1.cri".containerd.runtimes`
 	} else {
 		// NRI, on by default in 2.x, listens in dir rather than /var/run/nri.
-		fmt.Fprintf(&b, `version = 3
-root = "%[1]s/root"
-state = "%[1]s/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs"]
-[grpc]
-  address = "%[1]s/containerd.sock"
-[ttrpc]
-  address = "%[1]s/containerd.sock.ttrpc"
-`, c.dir)
+		b.WriteString(containerdConfigHead(c.dir, 3, "btrfs", "zfs", "devmapper", "blockfile", "erofs"))
 		if c.debug {
 			b.WriteString("[debug]\n  level = \"debug\"\n")
 		}
-		fmt.Fprintf(&b, `[plugins."io.containerd.internal.v1.opt"]
-  path = "%[1]s/opt"
-[plugins."io.containerd.nri.v1.nri"]
+		fmt.Fprintf(&b, `[plugins."io.containerd.nri.v1.nri"]
   socket_path = "%[1]s/nri.sock"
   plugin_path = "%[1]s/nri/plugins"
   plugin_config_path = "%[1]s/nri/conf.d"
@@ -606,19 +596,27 @@ func expectDeleteStatus(t *testing.T, r result, code int) {
 	}
 }
 
-// containerdConfigHead is the start of a test containerd's configuration:
-// everything of its own under dir (root, state, sockets, opt), the
-// snapshotters this host cannot use off.
-func containerdConfigHead(dir string) string {
-	return fmt.Sprintf(`version = 2
+// containerdConfigHead is the start of a test containerd's configuration
+// in the schema of the given version (2 for 1.6, 3 for 2.x): everything of
+// its own under dir (root, state, sockets, opt), the named snapshotters,
+// which this host cannot use, off (tracing too on 1.6).
+func containerdConfigHead(dir string, version int, snapshotters ...string) string {
+	var off []string
+	for _, sn := range snapshotters {
+		off = append(off, strconv.Quote("io.containerd.snapshotter.v1."+sn))
+	}
+	if version == 2 {
+		off = append(off, `"io.containerd.internal.v1.tracing"`)
+	}
+	return fmt.Sprintf(`version = %[2]d
 root = "%[1]s/root"
 state = "%[1]s/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing"]
+disabled_plugins = [%[3]s]
 [grpc]
   address = "%[1]s/containerd.sock"
 [ttrpc]
   address = "%[1]s/containerd.sock.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "%[1]s/opt"
-`, dir)
+`, dir, version, strings.Join(off, ", "))
 }
