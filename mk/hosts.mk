@@ -10,11 +10,14 @@
 #                          with runh and runc; hypervisor isolation (runh-vm,
 #                          the suite's host-cgroup tests in hypervisor mode,
 #                          podman with runh-vm; an OOM kill in the guest
-#                          seen on the host under both drivers). Prints a summary per
-#                          suite, runtime and driver (build/hosts/summary.txt);
-#                          logs in build/hosts/results, console in
-#                          build/hosts/console.log. 10 to 20 minutes here (TCG).
-#   make test-hosts HOSTS_SUITES=integration      one suite (integration podman vm cri docker ci)
+#                          seen on the host under both drivers); rootless
+#                          podman; containerd's CRI and Docker (below). Prints
+#                          a summary per suite, runtime and driver
+#                          (build/hosts/summary.txt); logs in
+#                          build/hosts/results, console in
+#                          build/hosts/console.log. About 50 minutes here (TCG).
+#   make test-hosts HOSTS_SUITES=integration      one suite (integration podman vm
+#                          rootless cri docker ci)
 #   make test-hosts INTEGRATION_RUN='^TestKillPaused$$'   some integration tests
 #   make test-hosts HOSTS_SUITES=vm VM_INTEGRATION_RUN='^TestEventsOOM$$'   (vm suite)
 #   make test-hosts HOSTS_SUITES='cri docker'   containerd's CRI (SystemdCgroup =
@@ -30,7 +33,7 @@
 #   make host-image        only the image (scripts/mkhost.sh: debootstrap once,
 #                          then cached in /var/cache/runh/hosts/<key>)
 #
-# HOSTS_TIMEOUT (seconds, default 3000) bounds the VM; HOSTS_ACCEL=kvm|tcg
+# HOSTS_TIMEOUT (seconds, default 5400) bounds the VM; HOSTS_ACCEL=kvm|tcg
 # (default: kvm where /dev/kvm boots a normal guest). It fails when runh fails
 # where Debian 13's runc passes, or in hypervisor isolation (no runc row).
 
