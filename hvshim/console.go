@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/runh-project/runh/hvshim/qemu"
@@ -16,14 +17,23 @@ import (
 // boot is diagnosed from, and the VM's directory goes with the state.
 const consoleTailLines = 3
 
-// consoleTail returns the last lines of the guest console logged in the
-// VM directory dir, joined by " | ", for an error message; "" if there
-// are none. The text comes from the guest: only printable characters
-// are kept, so that it cannot steer a terminal, and lines are cut short.
-func consoleTail(dir string) string {
-	b, err := os.ReadFile(filepath.Join(dir, qemu.ConsoleLog))
+// bootNoise are console lines every healthy boot of runh's kernel prints
+// even when quiet. They name no fault, so an error leaves them out rather
+// than present them as a failure's last words: "PCI: Fatal" is the x86
+// PCI init finding no configuration ports, which a microvm does not have
+// (CONFIG_PCI is there for ACPI only, hvshim/assets/kernel/guest.config).
+var bootNoise = map[string]bool{
+	"PCI: Fatal: No config space access function found": true,
+}
+
+// logLines returns the lines of the log file name in the VM directory
+// dir (its last 8 KiB), as text fit for an error message: the text comes
+// from the guest or from QEMU, so only printable characters are kept,
+// that it cannot steer a terminal, and lines are cut short.
+func logLines(dir, name string) []string {
+	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
-		return ""
+		return nil
 	}
 	if len(b) > 8192 {
 		b = b[len(b)-8192:]
@@ -44,17 +54,71 @@ func consoleTail(dir string) string {
 		}
 		lines = append(lines, s)
 	}
+	return lines
+}
+
+// consoleTail returns the last lines of the guest console logged in the
+// VM directory dir, joined by " | ", for an error message; "" if there
+// are none but bootNoise.
+func consoleTail(dir string) string {
+	var lines []string
+	for _, l := range logLines(dir, qemu.ConsoleLog) {
+		// The kernel's timestamp, if any, is not part of the message.
+		msg := l
+		if i := strings.Index(l, "] "); strings.HasPrefix(l, "[") && i > 0 {
+			msg = l[i+2:]
+		}
+		if !bootNoise[msg] {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) > consoleTailLines {
 		lines = lines[len(lines)-consoleTailLines:]
 	}
 	return strings.Join(lines, " | ")
 }
 
-// WithConsole adds to err the last lines of the guest console logged in
-// the VM directory dir.
-func WithConsole(err error, dir string) error {
-	if t := consoleTail(dir); t != "" {
-		return fmt.Errorf("%w; guest console: %s", err, t)
+// qemuLog returns what QEMU wrote to its stderr (qemu.log): its first
+// line, which names the fault (an accelerator's error comes before its
+// register dump), and its last, joined by " | "; "" if it wrote nothing.
+func qemuLog(dir string) string {
+	lines := logLines(dir, "qemu.log")
+	switch len(lines) {
+	case 0:
+		return ""
+	case 1:
+		return lines[0]
+	case 2:
+		return lines[0] + " | " + lines[1]
 	}
-	return err
+	return lines[0] + " | ... | " + lines[len(lines)-1]
+}
+
+// qemuExitWait is how long WithConsole gives QEMU to end when the agent's
+// connection broke: QEMU closes its end of the transport as it dies.
+const qemuExitWait = time.Second
+
+// WithConsole adds to err what the VM in the VM directory dir said last:
+// whether QEMU q (nil: not known) has exited and how, QEMU's own log and
+// the guest console's last lines. An agent that stopped answering leaves
+// only these to say why, and the directory goes with the state.
+func WithConsole(err error, dir string, q *qemu.VM) error {
+	var more []string
+	if q != nil {
+		select {
+		case <-q.Done():
+			more = append(more, "qemu exited: "+q.ExitStatus())
+		case <-time.After(qemuExitWait):
+		}
+	}
+	if l := qemuLog(dir); l != "" {
+		more = append(more, "qemu.log: "+l)
+	}
+	if t := consoleTail(dir); t != "" {
+		more = append(more, "guest console: "+t)
+	}
+	if len(more) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w; %s", err, strings.Join(more, "; "))
 }

@@ -26,8 +26,38 @@ func TestConsoleTail(t *testing.T) {
 		t.Errorf("consoleTail:\n got %q\nwant %q", got, want)
 	}
 	base := errors.New("agent create: EOF")
-	err := WithConsole(base, dir)
+	err := WithConsole(base, dir, nil)
 	if !errors.Is(err, base) || !strings.HasPrefix(err.Error(), "agent create: EOF; guest console: [    1.2]") {
 		t.Errorf("WithConsole: %v", err)
+	}
+}
+
+// A console holding only what every boot prints says nothing: the error
+// must not present it as the failure's cause. QEMU's log comes first.
+func TestWithConsoleNoiseAndQEMULog(t *testing.T) {
+	dir := t.TempDir()
+	base := errors.New("agent create: EOF")
+	if err := WithConsole(base, dir, nil); err != base {
+		t.Errorf("no logs: %v", err)
+	}
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(qemu.ConsoleLog, "PCI: Fatal: No config space access function found\n")
+	if err := WithConsole(base, dir, nil); err != base {
+		t.Errorf("boot noise only: %v", err)
+	}
+	write(qemu.ConsoleLog, "[    0.5] PCI: Fatal: No config space access function found\n[    9.1] Kernel panic - not syncing: Attempted to kill init!\n")
+	write("qemu.log", "KVM internal error. Suberror: 1\nemulation failure\nRAX=0 RBX=0\nEFER=0000000000001d01\n")
+	want := "agent create: EOF; qemu.log: KVM internal error. Suberror: 1 | ... | EFER=0000000000001d01; " +
+		"guest console: [    9.1] Kernel panic - not syncing: Attempted to kill init!"
+	if err := WithConsole(base, dir, nil); err == nil || err.Error() != want {
+		t.Errorf("WithConsole:\n got %v\nwant %s", err, want)
+	}
+	write("qemu.log", "qemu-system-x86_64: terminating on signal 15\n")
+	if got := qemuLog(dir); got != "qemu-system-x86_64: terminating on signal 15" {
+		t.Errorf("qemuLog, one line: %q", got)
 	}
 }

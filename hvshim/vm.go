@@ -6,7 +6,6 @@ package hvshim
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -120,7 +119,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 		qc.Incoming.Close()
 	}
 	if err != nil {
-		return nil, WithConsole(err, qc.Dir)
+		return nil, WithConsole(err, qc.Dir, nil)
 	}
 	v.Transport, v.Accel = tr, accel
 	v.Times.Template, v.Times.TemplateReason = string(how), reason
@@ -136,7 +135,7 @@ func StartVM(ctx context.Context, c VMConfig) (_ *VM, err error) {
 	}
 	if err := v.Agent.Call(ctx, proto.OpBoot, proto.BootRequest{TimeNs: time.Now().UnixNano(), Entropy: entropy,
 		Share: c.Share != "", Volumes: c.Volumes != ""}, nil); err != nil {
-		return nil, WithConsole(err, qc.Dir)
+		return nil, WithConsole(err, qc.Dir, v.QEMU)
 	}
 	v.Times.AgentReady = v.Times.sinceStart()
 	return v, nil
@@ -261,7 +260,7 @@ func launch(ctx context.Context, qc *qemu.Config, restore bool) (_ *VM, err erro
 	if err != nil {
 		select {
 		case <-q.Done():
-			return nil, errors.New("vm exited while booting")
+			return nil, fmt.Errorf("vm exited while booting (qemu %s)", q.ExitStatus())
 		default:
 		}
 		return nil, err

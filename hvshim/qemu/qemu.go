@@ -438,6 +438,15 @@ func (v *VM) StderrTail(dir string) string {
 // Done is closed when QEMU has exited.
 func (v *VM) Done() <-chan struct{} { return v.done }
 
+// ExitStatus says how QEMU ended ("exit status 1", "signal: killed");
+// only once Done is closed.
+func (v *VM) ExitStatus() string {
+	if v.err == nil {
+		return "exit status 0"
+	}
+	return v.err.Error()
+}
+
 // Pid returns QEMU's process ID.
 func (v *VM) Pid() int { return v.Cmd.Process.Pid }
 

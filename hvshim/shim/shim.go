@@ -126,7 +126,7 @@ func Main(dir string) int {
 	if err != nil {
 		if s.vm != nil {
 			// The agent failed after the boot: the guest may say why.
-			err = hvshim.WithConsole(err, filepath.Join(dir, vmDirName))
+			err = hvshim.WithConsole(err, filepath.Join(dir, vmDirName), s.vm.QEMU)
 		}
 		s.logf("create: %v", err)
 		json.NewEncoder(sync).Encode(Ready{Error: err.Error()})
