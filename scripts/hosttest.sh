@@ -146,6 +146,9 @@ if [ -f "$out/results/summary" ]; then
 		}' "$out/results/summary")
 	if [ -n "$diffs" ]; then
 		printf 'failures of runh that runc does not share (or without a runc reference):\n%s\n' "$diffs" | tee -a "$out/summary.txt"
+		case $diffs in
+		*"(vm-boot)"*) echo "(vm-boot): a nested VM that never came up; in a TCG host its KVM is emulated (docs/hosts.md)" | tee -a "$out/summary.txt" ;;
+		esac
 		status=1
 	else
 		echo "no failure of runh that runc does not share" | tee -a "$out/summary.txt"
