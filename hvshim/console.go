@@ -2,6 +2,7 @@ package hvshim
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -78,11 +79,11 @@ func consoleTail(dir string) string {
 	return strings.Join(lines, " | ")
 }
 
-// qemuLog returns what QEMU wrote to its stderr (qemu.log): its first
+// qemuLog returns what QEMU wrote to its stderr (StderrLog): its first
 // line, which names the fault (an accelerator's error comes before its
 // register dump), and its last, joined by " | "; "" if it wrote nothing.
 func qemuLog(dir string) string {
-	lines := logLines(dir, "qemu.log")
+	lines := logLines(dir, qemu.StderrLog)
 	switch len(lines) {
 	case 0:
 		return ""
@@ -101,7 +102,8 @@ const qemuExitWait = time.Second
 // WithConsole adds to err what the VM in the VM directory dir said last:
 // whether QEMU q (nil: not known) has exited and how, QEMU's own log and
 // the guest console's last lines. An agent that stopped answering leaves
-// only these to say why, and the directory goes with the state.
+// only these to say why, and the directory goes with the state. QEMU's
+// log is left out when err is QEMU's exit, which already carries it.
 func WithConsole(err error, dir string, q *qemu.VM) error {
 	var more []string
 	if q != nil {
@@ -111,7 +113,8 @@ func WithConsole(err error, dir string, q *qemu.VM) error {
 		case <-time.After(qemuExitWait):
 		}
 	}
-	if l := qemuLog(dir); l != "" {
+	var exit *qemu.ExitError
+	if l := qemuLog(dir); l != "" && !errors.As(err, &exit) {
 		more = append(more, "qemu.log: "+l)
 	}
 	if t := consoleTail(dir); t != "" {

@@ -50,13 +50,20 @@ func TestWithConsoleNoiseAndQEMULog(t *testing.T) {
 		t.Errorf("boot noise only: %v", err)
 	}
 	write(qemu.ConsoleLog, "[    0.5] PCI: Fatal: No config space access function found\n[    9.1] Kernel panic - not syncing: Attempted to kill init!\n")
-	write("qemu.log", "KVM internal error. Suberror: 1\nemulation failure\nRAX=0 RBX=0\nEFER=0000000000001d01\n")
+	write(qemu.StderrLog, "KVM internal error. Suberror: 1\nemulation failure\nRAX=0 RBX=0\nEFER=0000000000001d01\n")
 	want := "agent create: EOF; qemu.log: KVM internal error. Suberror: 1 | ... | EFER=0000000000001d01; " +
 		"guest console: [    9.1] Kernel panic - not syncing: Attempted to kill init!"
 	if err := WithConsole(base, dir, nil); err == nil || err.Error() != want {
 		t.Errorf("WithConsole:\n got %v\nwant %s", err, want)
 	}
-	write("qemu.log", "qemu-system-x86_64: terminating on signal 15\n")
+	// QEMU's exit before QMP already carries its log's last line.
+	exit := &qemu.ExitError{Status: "exit status 1", Tail: "EFER=0000000000001d01"}
+	want = "qemu exited: exit status 1: EFER=0000000000001d01; " +
+		"guest console: [    9.1] Kernel panic - not syncing: Attempted to kill init!"
+	if err := WithConsole(exit, dir, nil); err == nil || err.Error() != want {
+		t.Errorf("WithConsole of QEMU's exit:\n got %v\nwant %s", err, want)
+	}
+	write(qemu.StderrLog, "qemu-system-x86_64: terminating on signal 15\n")
 	if got := qemuLog(dir); got != "qemu-system-x86_64: terminating on signal 15" {
 		t.Errorf("qemuLog, one line: %q", got)
 	}

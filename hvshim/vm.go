@@ -210,7 +210,7 @@ func MakeTemplate(ctx context.Context, c VMConfig) (template.Outcome, string, er
 // keepRestoreLogs keeps the logs of a restore that failed, which the boot
 // that follows would overwrite, as restore-*.log beside them.
 func keepRestoreLogs(dir string) {
-	for _, n := range []string{qemu.ConsoleLog, "qemu.log"} {
+	for _, n := range []string{qemu.ConsoleLog, qemu.StderrLog} {
 		if b, err := os.ReadFile(filepath.Join(dir, n)); err == nil {
 			os.WriteFile(filepath.Join(dir, "restore-"+n), b, 0o600)
 		}

@@ -23,7 +23,17 @@ import (
 const (
 	QMPSocket  = "qmp.sock"
 	ConsoleLog = "console.log"
+	StderrLog  = "qemu.log" // QEMU's stderr
 )
+
+// ExitError is Start's error when QEMU exits before it opens QMP: how it
+// ended and the last line it wrote to StderrLog, which says why.
+type ExitError struct {
+	Status string
+	Tail   string
+}
+
+func (e *ExitError) Error() string { return "qemu exited: " + e.Status + ": " + e.Tail }
 
 // Share is a host directory exported to the guest over virtio-9p.
 type Share struct {
@@ -258,7 +268,7 @@ func Start(ctx context.Context, c *Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	errLog, err := os.OpenFile(c.Dir+"/qemu.log", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	errLog, err := os.OpenFile(filepath.Join(c.Dir, StderrLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +300,7 @@ func Start(ctx context.Context, c *Config) (*VM, error) {
 		}
 		select {
 		case <-v.done:
-			return nil, fmt.Errorf("qemu exited: %v: %s", v.err, v.StderrTail(c.Dir))
+			return nil, &ExitError{Status: v.ExitStatus(), Tail: v.StderrTail(c.Dir)}
 		case <-ctx.Done():
 			v.Kill()
 			return nil, fmt.Errorf("qemu did not open QMP: %w", ctx.Err())
@@ -428,9 +438,9 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// StderrTail returns the last line QEMU wrote to qemu.log in dir.
+// StderrTail returns the last line QEMU wrote to StderrLog in dir.
 func (v *VM) StderrTail(dir string) string {
-	b, _ := os.ReadFile(dir + "/qemu.log")
+	b, _ := os.ReadFile(filepath.Join(dir, StderrLog))
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
 }

@@ -296,7 +296,7 @@ func build(ctx context.Context, qc *qemu.Config, key string, scratchTaps func(in
 		return err
 	}
 	q.Shutdown(5 * time.Second)
-	for _, n := range []string{qemu.QMPSocket, transport.SocketName, "qemu.pid", "qemu.log", qemu.ConsoleLog} {
+	for _, n := range []string{qemu.QMPSocket, transport.SocketName, "qemu.pid", qemu.StderrLog, qemu.ConsoleLog} {
 		os.Remove(filepath.Join(tmp, n))
 	}
 	for i := range qc.Shares {
