@@ -15,7 +15,7 @@
 #                          a summary per suite, runtime and driver
 #                          (build/hosts/summary.txt); logs in
 #                          build/hosts/results, console in
-#                          build/hosts/console.log. About 50 minutes here (TCG).
+#                          build/hosts/console.log. 24 to 27 minutes here (TCG).
 #   make test-hosts HOSTS_SUITES=integration      one suite (integration podman vm
 #                          rootless cri docker ci)
 #   make test-hosts INTEGRATION_RUN='^TestKillPaused$$'   some integration tests

@@ -25,7 +25,7 @@ suite_ci() {
 	log=$R/ci-vm.log
 	reset_counts
 	if [ "${CI_VM:-0}" != 1 ]; then
-		skip vm "nested VMs here run on QEMU TCG's emulation of SVM, which failed about one VM in ten in this host (a boot's PCI probe, a test-host kernel panic: docs/hosts.md); CI_VM=1 runs them, make test-hosts does" >"$log"
+		skip vm "nested VMs here run on QEMU TCG's emulation of SVM, which failed about one VM in ten in this host (a guest that stops without a word, a test-host kernel panic: docs/hosts.md); CI_VM=1 runs them, make test-hosts does" >"$log"
 		cat "$log"
 		row "ci/vm/runh-vm/systemd $PASS $FAIL $SKIP"
 		return
