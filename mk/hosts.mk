@@ -19,6 +19,7 @@
 #   make test-hosts HOSTS_SUITES=integration      one suite (integration podman vm
 #                          rootless cri docker ci)
 #   make test-hosts INTEGRATION_RUN='^TestKillPaused$$'   some integration tests
+#                          (INTEGRATION_COUNT=20: each 20 times, to catch a race)
 #   make test-hosts HOSTS_SUITES=vm VM_INTEGRATION_RUN='^TestEventsOOM$$'   (vm suite)
 #   make test-hosts HOSTS_SUITES='cri docker'   containerd's CRI (SystemdCgroup =
 #                          true) through crictl, and Docker (its default systemd
@@ -67,6 +68,7 @@ test-hosts: deb hosts-testbin $(if $(filter cri,$(HOSTS_SUITES)),hosts-crictl)
 		HOSTS_EXTRA='$(strip $(if $(filter cri,$(HOSTS_SUITES)),$(wildcard $(abspath $(CRICTL)))) $(HOSTS_EXTRA))' \
 		$(if $(INTEGRATION_RUN),INTEGRATION_RUN='$(INTEGRATION_RUN)') \
 		$(if $(VM_INTEGRATION_RUN),VM_INTEGRATION_RUN='$(VM_INTEGRATION_RUN)') \
+		$(if $(INTEGRATION_COUNT),INTEGRATION_COUNT='$(INTEGRATION_COUNT)') \
 		scripts/hosttest.sh $(DEB) $(HOSTS_TESTBIN)
 
 test-hosts-ci:

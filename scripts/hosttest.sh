@@ -15,7 +15,7 @@
 # Environment: HOSTS_SUITES (integration podman vm rootless cri docker), HOSTS_TIMEOUT (3000),
 # HOSTS_ACCEL (auto: kvm when /dev/kvm boots a normal guest, else tcg),
 # HOSTS_SMP (2), HOSTS_MEM (4096), HOSTS_OUT, INTEGRATION_RUN (a -test.run
-# pattern for suite 1), and any INTEGRATION_*/VM_*/CRI_*/DOCKER_* variable
+# pattern for suite 1), INTEGRATION_COUNT (its -test.count), and any INTEGRATION_*/VM_*/CRI_*/DOCKER_* variable
 # run.sh or a suite reads.
 set -eu
 deb=$(realpath "${1:?usage: hosttest.sh DEB TESTBIN}")

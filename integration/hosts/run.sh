@@ -60,6 +60,7 @@ done
 # ---- suite 1: the integration suite's cgroup tests, process isolation ----
 INTEGRATION_RUN=${INTEGRATION_RUN:-'^(TestLifecycle|TestDeleteForce|TestKillAll|TestKillPaused|TestListPsPauseEvents|TestUpdate|TestEventsOOM|TestExec|TestExecKilled|TestCgroupsPathSystemdForm|TestResourcesSeen)$'}
 INTEGRATION_TIMEOUT=${INTEGRATION_TIMEOUT:-600}
+INTEGRATION_COUNT=${INTEGRATION_COUNT:-1} # -test.count: more to catch a race
 INTEGRATION_RUNTIMES=${INTEGRATION_RUNTIMES:-"runh runc"}
 VM_INTEGRATION_RUN=${VM_INTEGRATION_RUN:-'^(TestEventsOOM|TestUpdate|TestCgroupsPathSystemdForm)$'}
 
@@ -94,7 +95,7 @@ integration_run() {
 	t0=$(date +%s)
 	(cd "$W/integration" && RUNH_BINARY=$b RUNH_TEST_MODES=$modes RUNH_TEST_CGROUP_DRIVER=$drv \
 		RUNH_TEST_VM_PARALLEL=1 \
-		timeout -k 10 "$INTEGRATION_TIMEOUT" ./integration.test -test.v -test.count=1 \
+		timeout -k 10 "$INTEGRATION_TIMEOUT" ./integration.test -test.v -test.count="$INTEGRATION_COUNT" \
 		-test.parallel 4 -test.timeout "$((INTEGRATION_TIMEOUT - 20))s" -test.run "$pattern") \
 		>"$log" 2>&1
 	rc=$?

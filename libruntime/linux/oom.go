@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,10 +66,13 @@ func (b *Backend) OOMWaiter(h *libruntime.Handle) (libruntime.OOMWaitFunc, error
 // oomWaitV2 waits on memory.events of the cgroup dir, woken by inotify:
 // the kernel notifies a change of memory.events (the kill counted, in this
 // cgroup or below) and of cgroup.events (its last process gone, which
-// systemd acts on).
+// systemd acts on). The parent's memory.events, hierarchical on v2, covers
+// a kill counted after the last read of a cgroup that systemd then removed
+// (see oomCount).
 func oomWaitV2(dir string) libruntime.OOMWaitFunc {
 	file := filepath.Join(dir, "memory.events")
-	return oomWait(file, oomFallbackInterval, func() (<-chan struct{}, func(), error) {
+	c := oomCount{file: file, parent: filepath.Join(filepath.Dir(dir), "memory.events")}
+	return oomWait(c, oomFallbackInterval, func() (<-chan struct{}, func(), error) {
 		return inotifyWakeups(file, filepath.Join(dir, "cgroup.events"))
 	})
 }
@@ -76,19 +80,21 @@ func oomWaitV2(dir string) libruntime.OOMWaitFunc {
 // oomWaitV1 waits on memory.oom_control of the memory cgroup dir, woken by
 // the eventfd the kernel signals on an OOM in the cgroup.
 func oomWaitV1(dir string) libruntime.OOMWaitFunc {
-	return oomWait(filepath.Join(dir, "memory.oom_control"), OOMPollInterval, func() (<-chan struct{}, func(), error) {
+	c := oomCount{file: filepath.Join(dir, "memory.oom_control")}
+	return oomWait(c, OOMPollInterval, func() (<-chan struct{}, func(), error) {
 		return eventfdWakeups(dir)
 	})
 }
 
-// oomWait returns the wait of libruntime.OOMWaitFunc on the count in file.
+// oomWait returns the wait of libruntime.OOMWaitFunc on the count c reads.
 // wakeups, when it works, says when the count may have changed; the poll
 // (every interval, OOMPollInterval without wakeups) covers the rest.
-func oomWait(file string, interval time.Duration, wakeups func() (<-chan struct{}, func(), error)) libruntime.OOMWaitFunc {
+func oomWait(c oomCount, interval time.Duration, wakeups func() (<-chan struct{}, func(), error)) libruntime.OOMWaitFunc {
 	return func(seen uint64, done <-chan struct{}) (uint64, error) {
+		c := c // each wait starts with no earlier read
 		select {
 		case <-done:
-			return readOOMKills(file)
+			return c.read()
 		default:
 		}
 		// Watched before the first read, so that no change falls between.
@@ -103,7 +109,7 @@ func oomWait(file string, interval time.Duration, wakeups func() (<-chan struct{
 		defer t.Stop()
 		quick := 0
 		for {
-			n, err := readOOMKills(file)
+			n, err := c.read()
 			if err != nil || n > seen {
 				return n, err
 			}
@@ -115,13 +121,54 @@ func oomWait(file string, interval time.Duration, wakeups func() (<-chan struct{
 			t.Reset(d)
 			select {
 			case <-done:
-				return readOOMKills(file)
+				return c.read()
 			case <-woken:
 				quick = oomQuickReads
 			case <-t.C:
 			}
 		}
 	}
+}
+
+// oomCount reads a cgroup's count of OOM kills from file. Under the systemd
+// driver the container's scope goes, cgroup and count, some 15 ms after its
+// last process: a kill counted after the last read can be gone before the
+// wake-up is served (a loaded host, a TCG guest). On cgroup v2 the parent's
+// count includes its children's, so each read of file is preceded by one
+// of parent, and when the cgroup is gone the parent's increase since then
+// is the kills file did not show. It can only be wrong when a sibling's
+// kill falls in that gap, which is short: inotify wakes the wait at the
+// kill, and cgroup.events at the exit that empties the cgroup.
+type oomCount struct {
+	file   string
+	parent string // "" where counts are not hierarchical (v1)
+
+	n, pn uint64 // file's and parent's counts at the last read
+	known bool   // n and pn were read
+}
+
+func (c *oomCount) read() (uint64, error) {
+	pn, perr := uint64(0), errors.New("no parent count")
+	if c.parent != "" {
+		pn, perr = readOOMKills(c.parent)
+	}
+	n, err := readOOMKills(c.file)
+	if err == nil {
+		c.n, c.pn, c.known = n, pn, perr == nil
+		return n, nil
+	}
+	if c.known && cgroupGone(err) {
+		if now, err2 := readOOMKills(c.parent); err2 == nil && now > c.pn {
+			return c.n + now - c.pn, nil
+		}
+	}
+	return 0, err
+}
+
+// cgroupGone says err is a read of a removed cgroup's file: ENOENT when it
+// is opened after, ENODEV when it was opened before.
+func cgroupGone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV)
 }
 
 // inotifyWakeups watches files for IN_MODIFY; the first must be watched,

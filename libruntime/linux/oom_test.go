@@ -93,7 +93,7 @@ func TestOOMWaitWakeup(t *testing.T) {
 	events(t, file, 0)
 	wake := make(chan struct{}, 1)
 	stopped := make(chan struct{})
-	wait := oomWait(file, time.Hour, func() (<-chan struct{}, func(), error) {
+	wait := oomWait(oomCount{file: file}, time.Hour, func() (<-chan struct{}, func(), error) {
 		return wake, func() { close(stopped) }, nil
 	})
 	ch := startWait(wait, 0, nil)
@@ -114,7 +114,7 @@ func TestOOMWaitNoWakeups(t *testing.T) {
 	OOMPollInterval = 20 * time.Millisecond
 	file := filepath.Join(t.TempDir(), "memory.events")
 	events(t, file, 2)
-	wait := oomWait(file, time.Hour, func() (<-chan struct{}, func(), error) {
+	wait := oomWait(oomCount{file: file}, time.Hour, func() (<-chan struct{}, func(), error) {
 		return nil, nil, os.ErrPermission
 	})
 	ch := startWait(wait, 2, nil)
@@ -129,7 +129,7 @@ func TestOOMWaitDone(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "memory.events")
 	events(t, file, 4)
 	called := false
-	wait := oomWait(file, time.Hour, func() (<-chan struct{}, func(), error) {
+	wait := oomWait(oomCount{file: file}, time.Hour, func() (<-chan struct{}, func(), error) {
 		called = true
 		return nil, nil, os.ErrPermission
 	})
@@ -160,6 +160,34 @@ func TestOOMWaitGone(t *testing.T) {
 	notReturned(t, ch)
 	os.Remove(file)
 	expect(t, ch, 0, true)
+}
+
+// A kill counted just before systemd removes the scope, with no read of
+// the scope's count between, is told by the parent's count (hierarchical
+// on v2); a parent that did not change leaves the error.
+func TestOOMWaitScopeGone(t *testing.T) {
+	defer func(d time.Duration) { oomFallbackInterval = d }(oomFallbackInterval)
+	oomFallbackInterval = 20 * time.Millisecond
+	for _, killed := range []bool{true, false} {
+		t.Run(fmt.Sprint("killed=", killed), func(t *testing.T) {
+			slice := t.TempDir()
+			scope := filepath.Join(slice, "c.scope")
+			os.Mkdir(scope, 0o755)
+			events(t, filepath.Join(slice, "memory.events"), 5) // a sibling's kills
+			events(t, filepath.Join(scope, "memory.events"), 2)
+			ch := startWait(oomWaitV2(scope), 2, nil)
+			notReturned(t, ch)
+			if killed {
+				events(t, filepath.Join(slice, "memory.events"), 6)
+			}
+			os.RemoveAll(scope)
+			if killed {
+				expect(t, ch, 3, false)
+			} else {
+				expect(t, ch, 0, true)
+			}
+		})
+	}
 }
 
 // inotify wakes the v2 wait on a change of memory.events or of
