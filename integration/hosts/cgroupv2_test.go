@@ -300,6 +300,94 @@ func TestV2OOM(t *testing.T) {
 	gone(t, cg)
 }
 
+// TestV2OOMEventsLate: an `events` that is slow to be served (here stopped
+// with SIGSTOP from before the kill until the container has gone, under
+// systemd its scope, memory.events and all) still reports the OOM kill;
+// what a loaded host does to it on a smaller scale.
+func TestV2OOMEventsLate(t *testing.T) {
+	root := setup(t)
+	limit := int64(32 << 20)
+	id, _, cg := start(t, root, "oomlate", func(s *specs.Spec) {
+		s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	}, "sh", "-c", "tail /dev/zero")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// A long interval: runh's stats, read under the container's lock, come
+	// once, so that the stopped events holds no lock start needs.
+	ev := exec.CommandContext(ctx, bin, "--root", root, "events", "--interval", "1h", id)
+	ev.WaitDelay = time.Second
+	stdout, _ := ev.StdoutPipe()
+	if err := ev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ev.Process.Signal(unix.SIGCONT); ev.Process.Kill(); ev.Wait() }()
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	// The OOM watch is set up (an inotify watch in events), then the count
+	// read once, at once (a second allows for a loaded host).
+	if !waitInotify(ev.Process.Pid, 30*time.Second) {
+		t.Fatal("events set up no inotify watch within 30 s")
+	}
+	time.Sleep(time.Second)
+	// runh prints the stats at once (runc after the interval).
+	select {
+	case <-lines:
+	case <-time.After(5 * time.Second):
+	}
+	if err := ev.Process.Signal(unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	must(t, root, "start", id)
+	waitStatus(t, root, id, "stopped")
+	if driver == "systemd" && strings.HasSuffix(cg, ".scope") {
+		deadline := time.Now().Add(30 * time.Second)
+		for _, err := os.Stat(cg); err == nil; _, err = os.Stat(cg) {
+			if time.Now().After(deadline) {
+				t.Fatalf("scope %s still there 30 s after the container stopped", cg)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("scope %s gone before events ran again", filepath.Base(cg))
+	}
+	ev.Process.Signal(unix.SIGCONT)
+	timeout := time.After(45 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			var e struct{ Type, ID string }
+			if !ok {
+				t.Fatal("events ended without an oom event")
+			}
+			if json.Unmarshal([]byte(l), &e) == nil && e.Type == "oom" && e.ID == id {
+				must(t, root, "delete", id)
+				gone(t, cg)
+				return
+			}
+		case <-timeout:
+			t.Fatal("no oom event within 45 s of events running again")
+		}
+	}
+}
+
+// waitInotify waits until process pid has an inotify watch.
+func waitInotify(pid int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		infos, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fdinfo/*", pid))
+		for _, f := range infos {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "inotify wd:") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // TestV2CgroupsPathSystemdForm: the slice:prefix:name form. Under the systemd
 // driver, the scope prefix-name.scope in that slice; under cgroupfs a
 // relative path, runc's rule: a cgroup of that literal name beside the
