@@ -247,40 +247,12 @@ func TestV2Update(t *testing.T) {
 // the cgroup.
 func TestV2OOM(t *testing.T) {
 	root := setup(t)
-	limit := int64(32 << 20)
-	id, _, cg := start(t, root, "oom", func(s *specs.Spec) {
-		s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
-	}, "sh", "-c", "sleep 1; tail /dev/zero")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ev := exec.CommandContext(ctx, bin, "--root", root, "events", "--interval", "1s", id)
-	ev.WaitDelay = time.Second
-	stdout, _ := ev.StdoutPipe()
-	if err := ev.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { ev.Process.Kill(); ev.Wait() }()
-	oom := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var e struct{ Type, ID string }
-			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "oom" && e.ID == id {
-				oom <- true
-				return
-			}
-		}
-		oom <- false
-	}()
+	id, cg := oomContainer(t, root, "oom", "sleep 1; tail /dev/zero")
+	_, lines := events(t, root, id, "1s")
 	time.Sleep(time.Second)
 	must(t, root, "start", id)
-	select {
-	case ok := <-oom:
-		if !ok {
-			t.Errorf("events ended without an oom event")
-		}
-	case <-time.After(45 * time.Second):
-		t.Errorf("no oom event within 45 s")
+	if why := oomEvent(lines, id, 45*time.Second); why != "" {
+		t.Error(why)
 	}
 	waitStatus(t, root, id, "stopped")
 	if _, err := os.Stat(cg); err != nil && driver == "systemd" && strings.HasSuffix(cg, ".scope") {
@@ -306,29 +278,10 @@ func TestV2OOM(t *testing.T) {
 // what a loaded host does to it on a smaller scale.
 func TestV2OOMEventsLate(t *testing.T) {
 	root := setup(t)
-	limit := int64(32 << 20)
-	id, _, cg := start(t, root, "oomlate", func(s *specs.Spec) {
-		s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
-	}, "sh", "-c", "tail /dev/zero")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	id, cg := oomContainer(t, root, "oomlate", "tail /dev/zero")
 	// A long interval: runh's stats, read under the container's lock, come
 	// once, so that the stopped events holds no lock start needs.
-	ev := exec.CommandContext(ctx, bin, "--root", root, "events", "--interval", "1h", id)
-	ev.WaitDelay = time.Second
-	stdout, _ := ev.StdoutPipe()
-	if err := ev.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { ev.Process.Signal(unix.SIGCONT); ev.Process.Kill(); ev.Wait() }()
-	lines := make(chan string, 16)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	ev, lines := events(t, root, id, "1h")
 	// The OOM watch is set up (an inotify watch in events), then the count
 	// read once, at once (a second allows for a loaded host).
 	if !waitInotify(ev.Process.Pid, 30*time.Second) {
@@ -356,21 +309,72 @@ func TestV2OOMEventsLate(t *testing.T) {
 		t.Logf("scope %s gone before events ran again", filepath.Base(cg))
 	}
 	ev.Process.Signal(unix.SIGCONT)
-	timeout := time.After(45 * time.Second)
+	if why := oomEvent(lines, id, 45*time.Second); why != "" {
+		t.Fatal(why + " (events stopped until the container had gone)")
+	}
+	must(t, root, "delete", id)
+	gone(t, cg)
+}
+
+// oomContainer creates a container that runs script with 32 MiB of memory
+// and no swap, to be OOM-killed once its script allocates.
+func oomContainer(t *testing.T, root, name, script string) (id, cg string) {
+	t.Helper()
+	limit := int64(32 << 20)
+	id, _, cg = start(t, root, name, func(s *specs.Spec) {
+		s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	}, "sh", "-c", script)
+	return id, cg
+}
+
+// events starts `events --interval interval id` (for at most 2 minutes);
+// its output lines come on the channel, closed at its end. Cleanup ends it,
+// stopped or not.
+func events(t *testing.T, root, id, interval string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ev := exec.CommandContext(ctx, bin, "--root", root, "events", "--interval", interval, id)
+	ev.WaitDelay = time.Second
+	stdout, _ := ev.StdoutPipe()
+	if err := ev.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	lines := make(chan string, 16)
+	t.Cleanup(func() {
+		ev.Process.Signal(unix.SIGCONT)
+		ev.Process.Kill()
+		ev.Wait()
+		cancel()
+		for range lines { // the reader ends at the pipe's close
+		}
+	})
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return ev, lines
+}
+
+// oomEvent waits up to d for an "oom" event of id among lines; it returns
+// why not, or "".
+func oomEvent(lines <-chan string, id string, d time.Duration) string {
+	timeout := time.After(d)
 	for {
 		select {
 		case l, ok := <-lines:
-			var e struct{ Type, ID string }
 			if !ok {
-				t.Fatal("events ended without an oom event")
+				return "events ended without an oom event"
 			}
+			var e struct{ Type, ID string }
 			if json.Unmarshal([]byte(l), &e) == nil && e.Type == "oom" && e.ID == id {
-				must(t, root, "delete", id)
-				gone(t, cg)
-				return
+				return ""
 			}
 		case <-timeout:
-			t.Fatal("no oom event within 45 s of events running again")
+			return fmt.Sprintf("no oom event within %v", d)
 		}
 	}
 }

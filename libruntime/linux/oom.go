@@ -148,13 +148,16 @@ type oomCount struct {
 }
 
 func (c *oomCount) read() (uint64, error) {
-	pn, perr := uint64(0), errors.New("no parent count")
+	var pn uint64
+	pok := false
 	if c.parent != "" {
-		pn, perr = readOOMKills(c.parent)
+		var err error
+		pn, err = readOOMKills(c.parent)
+		pok = err == nil
 	}
 	n, err := readOOMKills(c.file)
 	if err == nil {
-		c.n, c.pn, c.known = n, pn, perr == nil
+		c.n, c.pn, c.known = n, pn, pok
 		return n, nil
 	}
 	if c.known && cgroupGone(err) {
